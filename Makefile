@@ -1,0 +1,34 @@
+# Set-up is idempotent: the venv is (re)installed only when a pyproject or the constraints change.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CODI := $(VENV)/bin/codi
+STAMP := $(VENV)/.codi-installed
+PLUGINS := plugins/codi-image plugins/codi-video plugins/codi-audio plugins/codi-text
+PIP_FLAGS := -q --disable-pip-version-check -c constraints.txt
+
+.PHONY: setup demo test docs bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGINS))
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PIP_FLAGS) torch==2.13.0
+	$(PIP) install $(PIP_FLAGS) -e ".[dev,docs]" $(addprefix -e ,$(PLUGINS))
+	touch $(STAMP)
+
+demo: setup
+	$(CODI) plugins
+
+test: setup
+	$(PY) -m pytest -q
+
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) site .pytest_cache

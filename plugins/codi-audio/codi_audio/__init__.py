@@ -1,0 +1,1 @@
+"""codi-audio: the audio modality plugin for codi-sdk."""

@@ -1,0 +1,1 @@
+"""codi-image: the image modality plugin for codi-sdk."""

@@ -1,0 +1,1 @@
+"""codi-text: the text modality plugin for codi-sdk."""

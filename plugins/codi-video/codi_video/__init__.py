@@ -1,0 +1,1 @@
+"""codi-video: the video modality plugin for codi-sdk."""
