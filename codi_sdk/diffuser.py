@@ -66,6 +66,21 @@ class Diffuser(nn.Module):
         """Predict the noise in ``z_t`` at timestep ``t`` given the prompt ``context`` and ``env``."""
         raise NotImplementedError
 
+    @property
+    def latent_scale(self) -> float:
+        """The factor :meth:`encode` multiplies VAE latents by (``vae.config.scaling_factor``)."""
+        return float(self.vae.config.scaling_factor)
+
+    def set_latent_scale(self, scale: float) -> None:
+        """Set :attr:`latent_scale`; training sets it so that latents have unit variance."""
+        self.vae.register_to_config(scaling_factor=float(scale))
+
+    def warm_start(self, trained: "dict[str, Diffuser]") -> set[str]:
+        """Initialise parts of this (untrained) diffuser from already trained diffusers of other
+        modalities, e.g. a video diffuser from the image one. Returns the names of the components
+        it initialised and that need no training of their own (``{"vae"}``), default none."""
+        return set()
+
     def vae_loss(self, batch: Any) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         """Training loss of the VAE (and any decoder-side part, e.g. a vocoder) on a batch.
 

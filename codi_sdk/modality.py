@@ -62,9 +62,17 @@ class Modality(ABC):
         """Wrap a canonical sample in the typed output object that ``compose`` returns."""
 
     # -- weights ------------------------------------------------------------------------------
+    def shipped_weights_dir(self) -> Path:
+        """Where this plugin's shipped ToyWorld weights live: ``<package>/weights/toyworld``."""
+        import importlib
+
+        package = importlib.import_module(type(self).__module__.split(".")[0])
+        return Path(package.__file__).parent / "weights" / "toyworld"
+
     def default_weights(self) -> Path | None:
         """The weights folder shipped with the plugin, or ``None`` if it ships none."""
-        return None
+        folder = self.shipped_weights_dir()
+        return folder if folder.is_dir() else None
 
     def resolve_weights(self, path: str | os.PathLike | None = None) -> Path:
         """The folder to load from: ``path`` if given, else the shipped default."""

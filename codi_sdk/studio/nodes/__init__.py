@@ -1,0 +1,1 @@
+"""Built-in Studio node types: CoDi composition, Python and HTTP calls, and offline services."""

@@ -1,0 +1,151 @@
+"""ToyWorld scenes, their attribute values, the held-out pairs, the splits and their seed streams.
+
+A scene is a ``(color, shape, motion)`` triple; there are 48. The colour–shape pairs in
+:data:`HELDOUT` never appear in the ``train`` split of any modality; they form the ``heldout``
+evaluation split. The other 36 scenes form both ``train`` and ``seen``, and ``seen`` is rendered
+from a seed stream disjoint from training (see :func:`item_rng`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+#: Version of the data contract (shared/TOYWORLD.md) this module implements.
+TOYWORLD_VERSION = "v1"
+
+#: Base colours, sRGB 0–255.
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 80, 230),
+    "yellow": (230, 210, 40),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+MOTIONS: tuple[str, ...] = ("left", "right", "up", "down")
+#: The attribute names, in the order of a scene's fields.
+ATTRIBUTES: tuple[str, ...] = ("color", "shape", "motion")
+#: Values of each attribute.
+VALUES: dict[str, tuple[str, ...]] = {"color": tuple(COLORS), "shape": SHAPES, "motion": MOTIONS}
+
+#: Colour–shape pairs never seen in training (in every motion).
+HELDOUT: frozenset[tuple[str, str]] = frozenset({("red", "triangle"), ("green", "square"), ("blue", "circle")})
+
+#: The splits: ``train`` (36 scenes, training seeds), ``seen`` (the same 36 scenes, evaluation
+#: seeds), ``heldout`` (the 12 held-out scenes, evaluation seeds).
+SPLITS: tuple[str, ...] = ("train", "seen", "heldout")
+
+# Seed-stream codes. They go into the SeedSequence spawn key, so different splits (and different
+# streams within an item) can never draw the same random numbers, whatever the user seed.
+_SPLIT_CODE = {"train": 1, "seen": 2, "heldout": 3}
+_STREAM_CODE = {"scene": 0, "text": 1, "image": 2, "video": 3, "audio": 4, "caption": 5, "partial": 6, "generate": 7}
+
+
+@dataclass(frozen=True, order=True)
+class Scene:
+    """One ToyWorld scene. Construct with attribute value names; invalid names raise."""
+
+    color: str
+    shape: str
+    motion: str
+
+    def __post_init__(self) -> None:
+        for attr in ATTRIBUTES:
+            value = getattr(self, attr)
+            if value not in VALUES[attr]:
+                raise InvalidInputError(f"unknown {attr} {value!r}; accepted: {', '.join(VALUES[attr])}")
+
+    @property
+    def heldout(self) -> bool:
+        """Whether the scene's colour–shape pair is held out of training."""
+        return (self.color, self.shape) in HELDOUT
+
+    def as_dict(self) -> dict[str, str]:
+        """``{"color": ..., "shape": ..., "motion": ...}``."""
+        return {"color": self.color, "shape": self.shape, "motion": self.motion}
+
+    def __str__(self) -> str:
+        return f"{self.color} {self.shape} {self.motion}"
+
+
+#: All 48 scenes, colour-major.
+ALL_SCENES: tuple[Scene, ...] = tuple(Scene(c, s, m) for c in COLORS for s in SHAPES for m in MOTIONS)
+
+
+def split_scenes(split: str) -> tuple[Scene, ...]:
+    """The scenes of a split: 36 for ``train`` and ``seen``, 12 for ``heldout``."""
+    check_split(split)
+    if split == "heldout":
+        return tuple(s for s in ALL_SCENES if s.heldout)
+    return tuple(s for s in ALL_SCENES if not s.heldout)
+
+
+def train_scenes() -> tuple[Scene, ...]:
+    """The 36 training scenes (no held-out colour–shape pair)."""
+    return split_scenes("train")
+
+
+def seen_scenes() -> tuple[Scene, ...]:
+    """The 36 ``seen`` evaluation scenes (training scenes, rendered with evaluation seeds)."""
+    return split_scenes("seen")
+
+
+def heldout_scenes() -> tuple[Scene, ...]:
+    """The 12 held-out evaluation scenes."""
+    return split_scenes("heldout")
+
+
+def check_split(split: str) -> str:
+    """Return ``split`` if it names a split, else raise InvalidInputError listing the splits."""
+    if split not in _SPLIT_CODE:
+        raise InvalidInputError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
+    return split
+
+
+def item_rng(split: str, index: int, stream: str, seed: int = 0) -> np.random.Generator:
+    """The random generator of one item of a split, for one stream (``"image"``, ``"caption"``...).
+
+    Built from ``SeedSequence(seed, spawn_key=(split, stream, index))``: items, streams and splits
+    never share random numbers, so the evaluation splits are disjoint from training for every
+    ``seed`` (the split is part of the key, not of the user seed).
+    """
+    check_split(split)
+    if stream not in _STREAM_CODE:
+        raise InvalidInputError(f"unknown seed stream {stream!r}; accepted: {', '.join(_STREAM_CODE)}")
+    if index < 0:
+        raise InvalidInputError(f"item index must be >= 0, got {index}")
+    ss = np.random.SeedSequence(entropy=int(seed), spawn_key=(_SPLIT_CODE[split], _STREAM_CODE[stream], int(index)))
+    return np.random.default_rng(ss)
+
+
+def scene_at(split: str, index: int, seed: int = 0) -> Scene:
+    """The scene of item ``index`` of a split.
+
+    Items cycle through the split's scenes in a seeded order, reshuffled every full cycle, so any
+    ``len(split_scenes(split))`` consecutive items hold every scene once (balanced classes).
+    """
+    scenes = split_scenes(split)
+    cycle, pos = divmod(int(index), len(scenes))
+    ss = np.random.SeedSequence(entropy=int(seed), spawn_key=(_SPLIT_CODE[split], 99, cycle))
+    order = np.random.default_rng(ss).permutation(len(scenes))
+    return scenes[int(order[pos])]
+
+
+def iter_split(split: str, n: int, seed: int = 0) -> Iterator[tuple[int, Scene]]:
+    """``(index, scene)`` for the first ``n`` items of a split."""
+    for i in range(n):
+        yield i, scene_at(split, i, seed)
+
+
+def random_scene(rng: np.random.Generator, scenes: tuple[Scene, ...] = ALL_SCENES) -> Scene:
+    """A scene drawn uniformly from ``scenes`` (default: all 48)."""
+    return scenes[int(rng.integers(len(scenes)))]
+
+
+def parse_scene(color: str, shape: str, motion: str) -> Scene:
+    """A Scene from (possibly mixed-case) value names; raises InvalidInputError on an unknown one."""
+    return Scene(color.strip().lower(), shape.strip().lower(), motion.strip().lower())

@@ -1,0 +1,64 @@
+"""ToyWorld training data as in-memory tensors: (text, m) pairs only, as the bridging premise says.
+
+Each modality's pairs are rendered once (``train`` split, seeded) and kept as stacked canonical
+tensors; captions come with a *key* — the attributes the caption states — so that contrastive
+losses treat two renderings of the same description as positives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..toyworld import render as tw
+from ..toyworld.scenes import ATTRIBUTES, item_rng, scene_at
+
+
+def to_canonical(modality: str, raw) -> torch.Tensor:
+    """A raw ToyWorld rendering as the modality's canonical tensor."""
+    if modality == "image":
+        return torch.from_numpy(raw).permute(2, 0, 1).float() / 127.5 - 1
+    if modality == "video":
+        return torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 127.5 - 1
+    if modality == "audio":
+        return torch.from_numpy(np.asarray(raw, dtype=np.float32))
+    raise ValueError(f"no canonical tensor for {modality!r}")
+
+
+def key_of(scene, named) -> tuple:
+    """What a caption states: ``((attr, value), ...)`` for the attributes it names."""
+    return tuple((a, getattr(scene, a)) for a in ATTRIBUTES if a in named)
+
+
+@dataclass
+class Pairs:
+    """``n`` (caption, sample) pairs of one modality; ``samples`` is None for text."""
+
+    modality: str
+    captions: list[str]
+    keys: list[tuple]
+    partial: list[str]
+    partial_keys: list[tuple]
+    samples: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def render_pairs(modality: str, n: int, seed: int = 0, progress: bool = True) -> Pairs:
+    """Render ``n`` training pairs (full caption, partial caption, sample) of ``modality``."""
+    caps, keys, parts, pkeys, samples = [], [], [], [], []
+    for i in tqdm(range(n), desc=f"render {modality}", disable=not progress, leave=False):
+        scene = scene_at("train", i, seed)
+        caps.append(tw.caption(scene, item_rng("train", i, "caption", seed)))
+        keys.append(key_of(scene, ATTRIBUTES))
+        text, named = tw.partial_caption(scene, item_rng("train", i, "partial", seed))
+        parts.append(text)
+        pkeys.append(key_of(scene, named))
+        if modality != "text":
+            samples.append(to_canonical(modality, tw.render(modality, scene, item_rng("train", i, modality, seed))))
+    stacked = torch.stack(samples) if samples else None
+    return Pairs(modality, caps, keys, parts, pkeys, stacked)

@@ -1,0 +1,146 @@
+"""The training objectives of the three stages, each an ``nn.Module`` whose ``forward`` is the loss.
+
+Wrapping the trainable parts in one module per objective lets ``accelerate`` prepare it once
+(DDP syncs gradients through ``forward``) and keeps each loss readable on one screen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..bridge import LogitScale
+from ..diffuser import DEFAULT_SCHEDULER_CONFIG, Diffuser
+from ..encoder import Encoder
+
+
+def multi_positive_info_nce(a: torch.Tensor, b: torch.Tensor, positives: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE where row i of ``a`` may match several rows of ``b``.
+
+    ``positives[i, j]`` is True when a_i and b_j describe the same thing (the diagonal always is).
+    With a diagonal-only mask this is CLIP's loss. Several renderings of one ToyWorld scene in a
+    batch are thus not pushed apart as false negatives.
+    """
+    a = F.normalize(a, dim=-1)
+    b = F.normalize(b, dim=-1)
+    logits = a @ b.t() * logit_scale.clamp(max=math.log(100.0)).exp()
+    pos = positives.float()
+    loss_ab = -(torch.logsumexp(logits.masked_fill(pos == 0, -1e4), 1) - torch.logsumexp(logits, 1))
+    loss_ba = -(torch.logsumexp(logits.t().masked_fill(pos.t() == 0, -1e4), 1) - torch.logsumexp(logits.t(), 1))
+    return 0.5 * (loss_ab.mean() + loss_ba.mean())
+
+
+def positives_from_keys(keys_a: list, keys_b: list, device=None) -> torch.Tensor:
+    """``[len(a), len(b)]`` mask of equal keys (a key says what a sample shows, e.g. its scene)."""
+    return torch.tensor([[ka == kb for kb in keys_b] for ka in keys_a], dtype=torch.bool, device=device)
+
+
+class AlignmentLoss(nn.Module):
+    """Stage 1: contrastive alignment of an encoder to the text (bridge) encoder.
+
+    If ``train_text`` the text encoder learns too (the first pair, text–image, and text–text
+    paraphrases); otherwise it is frozen and only ``encoder`` moves (bridging alignment).
+    """
+
+    def __init__(self, text_encoder: Encoder, encoder: Encoder | None, train_text: bool):
+        super().__init__()
+        self.text_encoder = text_encoder
+        self.encoder = encoder
+        self.train_text = train_text
+        self.logit_scale = LogitScale()
+        self.text_encoder.requires_grad_(train_text)
+
+    def forward(self, captions, keys, samples=None, paraphrases=None, paraphrase_keys=None):
+        logs = {}
+        with torch.set_grad_enabled(self.train_text):
+            text = self.text_encoder(list(captions)).pooled
+        loss = text.new_zeros(())
+        if self.encoder is not None:
+            emb = self.encoder(samples).pooled
+            pos = positives_from_keys(keys, keys, text.device)
+            logs["nce"] = multi_positive_info_nce(emb, text, pos, self.logit_scale())
+            loss = loss + logs["nce"]
+        if paraphrases is not None:
+            para = self.text_encoder(list(paraphrases)).pooled
+            pos = positives_from_keys(keys, paraphrase_keys, text.device)
+            logs["para"] = multi_positive_info_nce(text, para, pos, self.logit_scale())
+            loss = loss + logs["para"]
+        logs["loss"] = loss
+        return logs
+
+
+class DiffusionLoss(nn.Module):
+    """Stage 2b: ε-prediction loss of one denoiser on precomputed latents and contexts.
+
+    Condition dropout (``uncond`` replaces the context with probability ``p_uncond``) trains the
+    unconditional model that classifier-free guidance needs.
+    """
+
+    def __init__(self, diffuser: Diffuser, uncond: torch.Tensor, p_uncond: float = 0.1):
+        super().__init__()
+        from diffusers import DDPMScheduler
+
+        self.diffuser = diffuser
+        self.register_buffer("uncond", uncond.detach().clone(), persistent=False)
+        self.p_uncond = p_uncond
+        self.noise = DDPMScheduler.from_config(DEFAULT_SCHEDULER_CONFIG)
+
+    def forward(self, latents: torch.Tensor, contexts: torch.Tensor):
+        b = latents.shape[0]
+        drop = torch.rand(b, device=latents.device) < self.p_uncond
+        ctx = torch.where(drop[:, None, None], self.uncond.expand_as(contexts), contexts)
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), device=latents.device)
+        noise = torch.randn_like(latents)
+        z_t = self.noise.add_noise(latents, noise, t)
+        loss = F.mse_loss(self.diffuser.denoise(z_t, t, ctx), noise)
+        return {"loss": loss}
+
+
+class VAELoss(nn.Module):
+    """Stage 2a: the modality's own VAE objective (``Diffuser.vae_loss``)."""
+
+    def __init__(self, diffuser: Diffuser):
+        super().__init__()
+        self.diffuser = diffuser
+
+    def forward(self, batch):
+        return self.diffuser.vae_loss(batch)
+
+
+class JointLoss(nn.Module):
+    """Stage 3: two streams (text and m) denoised together, each attending to the other's
+    environment, plus a contrastive loss that aligns the two environment encodings.
+
+    The denoisers are frozen; only the environment encoders and the joint-attention layers learn.
+    """
+
+    def __init__(self, text: Diffuser, other: Diffuser, contrastive_weight: float = 0.1):
+        super().__init__()
+        from diffusers import DDPMScheduler
+
+        self.text, self.other = text, other
+        self.logit_scale = LogitScale()
+        self.contrastive_weight = contrastive_weight
+        self.noise = DDPMScheduler.from_config(DEFAULT_SCHEDULER_CONFIG)
+        for d in (text, other):
+            d.requires_grad_(False)
+            d.env_encoder.requires_grad_(True)
+            d.joint.requires_grad_(True)
+
+    def forward(self, text_latents, other_latents, contexts, keys):
+        b = text_latents.shape[0]
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), device=text_latents.device)
+        n_text, n_other = torch.randn_like(text_latents), torch.randn_like(other_latents)
+        zt_text = self.noise.add_noise(text_latents, n_text, t)
+        zt_other = self.noise.add_noise(other_latents, n_other, t)
+        env_text = self.text.environment(zt_text, t)
+        env_other = self.other.environment(zt_other, t)
+        l_text = F.mse_loss(self.text.denoise(zt_text, t, contexts, env_other), n_text)
+        l_other = F.mse_loss(self.other.denoise(zt_other, t, contexts, env_text), n_other)
+        pos = positives_from_keys(keys, keys, text_latents.device)
+        l_env = multi_positive_info_nce(env_text.mean(1), env_other.mean(1), pos, self.logit_scale())
+        loss = l_text + l_other + self.contrastive_weight * l_env
+        return {"loss": loss, "text": l_text, "other": l_other, "env": l_env}

@@ -1,0 +1,43 @@
+"""The ToyWorld recipe: every size, step count and learning rate of the shipped weights."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class ToyWorldRecipe(BaseModel):
+    """Hyper-parameters of ``codi train toyworld``; ``scale`` multiplies every step count."""
+
+    seed: int = 0
+    scale: float = Field(1.0, gt=0, description="multiplies every step count (tests use tiny values)")
+    n_pairs: dict[str, int] = {"text": 4000, "image": 6000, "video": 2000, "audio": 3000}
+    # Stage 1: bridging alignment.
+    align_steps: dict[str, int] = {"image": 800, "video": 500, "audio": 600}
+    align_batch: int = 96
+    align_lr: float = 1e-3
+    # Stage 2: VAE then denoiser, per modality.
+    vae_steps: dict[str, int] = {"text": 1200, "image": 1500, "video": 0, "audio": 1500}
+    vae_batch: dict[str, int] = {"text": 64, "image": 32, "video": 4, "audio": 16}
+    vae_lr: float = 1e-3
+    unet_steps: dict[str, int] = {"text": 1500, "image": 1500, "video": 900, "audio": 1500}
+    unet_batch: dict[str, int] = {"text": 128, "image": 64, "video": 12, "audio": 32}
+    unet_lr: float = 5e-4
+    p_uncond: float = 0.1
+    p_partial: float = 0.3
+    # Stage 3: joint generation, per (text, m) pair.
+    joint_steps: dict[str, int] = {"image": 500, "video": 300, "audio": 500}
+    joint_batch: dict[str, int] = {"image": 64, "video": 12, "audio": 32}
+    joint_lr: float = 5e-4
+    checkpoint_every: int = 250
+
+    @field_validator("n_pairs", "vae_batch", "unet_batch", "joint_batch")
+    @classmethod
+    def _positive(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = {k: n for k, n in v.items() if n <= 0}
+        if bad:
+            raise ValueError(f"must be > 0: {bad}")
+        return v
+
+    def steps(self, table: dict[str, int], modality: str, default: int = 0) -> int:
+        n = table.get(modality, default)
+        return 0 if n == 0 else max(1, round(n * self.scale))

@@ -1,0 +1,242 @@
+"""The three CoDi training stages over whatever modality plugins are installed.
+
+Every finished sub-stage writes its components (``save_pretrained`` folders under
+``OUT/<modality>/``) and records itself in ``OUT/state.json``; a rerun skips what is recorded and
+resumes a sub-stage from its last checkpoint (``OUT/checkpoints/<sub-stage>/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from ..diffuser import Diffuser
+from ..encoder import Encoder
+from ..registry import Registry, get_registry
+from .data import Pairs, render_pairs
+from .losses import AlignmentLoss, DiffusionLoss, JointLoss, VAELoss
+from .loop import LossLog, fit, sample_indices
+from .recipe import ToyWorldRecipe
+
+BRIDGE = "text"
+
+
+class ToyWorldTrainer:
+    """Trains every installed modality on ToyWorld into ``out``."""
+
+    def __init__(self, out: str | os.PathLike, recipe: ToyWorldRecipe | None = None, registry: Registry | None = None,
+                 modalities: Iterable[str] | None = None, accelerator=None, progress: bool = True):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        self.out = Path(out)
+        self.recipe = recipe or ToyWorldRecipe()
+        self.registry = registry or get_registry()
+        names = list(modalities) if modalities else self.registry.names()
+        if BRIDGE not in names:
+            raise ValueError(f"training needs the bridge modality {BRIDGE!r}; got {names}")
+        # bridge first, image before video (video starts from the trained image diffuser)
+        self.modalities = sorted(names, key=lambda m: (m != BRIDGE, m != "image", m))
+        self.accelerator = accelerator or Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        self.progress = progress and self.accelerator.is_main_process
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log = LossLog(self.out / "losses.csv", enabled=self.accelerator.is_main_process)
+        self.state_path = self.out / "state.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}, "recipe": self.recipe.model_dump()}
+        self._pairs: dict[str, Pairs] = {}
+
+    # -- bookkeeping --------------------------------------------------------------------------------
+    def _mark(self, name: str, losses: dict[str, float], seconds: float) -> None:
+        self.state["done"][name] = {"final": losses, "seconds": round(seconds, 1)}
+        if self.accelerator.is_main_process:
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.state, indent=2))
+            os.replace(tmp, self.state_path)
+
+    def done(self, name: str) -> bool:
+        return name in self.state["done"]
+
+    def pairs(self, m: str) -> Pairs:
+        if m not in self._pairs:
+            self._pairs[m] = render_pairs(m, self.recipe.n_pairs.get(m, 2000), self.recipe.seed, self.progress)
+        return self._pairs[m]
+
+    def _fit(self, name: str, objective, batches, steps: int, lr: float) -> None:
+        t0 = time.time()
+        ckpt = self.out / "checkpoints" / name
+        losses = fit(objective, batches, steps, lr, self.accelerator, name, self.log, ckpt, self.recipe.checkpoint_every)
+        self._mark(name, losses, time.time() - t0)
+
+    def _rank_indices(self, n: int, batch: int, step: int) -> torch.Tensor:
+        return sample_indices(n, batch, self.recipe.seed, step, self.accelerator.process_index)
+
+    def _save(self, module, path: Path) -> None:
+        if self.accelerator.is_main_process:
+            module.save_pretrained(path)
+        self.accelerator.wait_for_everyone()
+
+    # -- loading what earlier stages wrote ----------------------------------------------------------
+    def encoder(self, m: str) -> Encoder:
+        return self.registry.get(m).load_encoder(self.out / m).to(self.accelerator.device)
+
+    def diffuser(self, m: str) -> Diffuser:
+        return self.registry.get(m).load_diffuser(self.out / m).to(self.accelerator.device)
+
+    # -- stage 1 ------------------------------------------------------------------------------------
+    def train_alignment(self) -> None:
+        """Bridging alignment: text + image encoders together (with text–text paraphrases, so the
+        text encoder also encodes what images cannot show), then every other encoder against the
+        frozen text encoder on (text, m) pairs only."""
+        dev = self.accelerator.device
+        r = self.recipe
+        first = "image" if "image" in self.modalities else next(m for m in self.modalities if m != BRIDGE)
+        name = f"1-align-{first}"
+        if not self.done(name):
+            text_enc = self.registry.get(BRIDGE).init_encoder().to(dev)
+            enc = self.registry.get(first).init_encoder().to(dev)
+            p = self.pairs(first)
+
+            def batches(step):
+                idx = self._rank_indices(len(p), r.align_batch, step)
+                para = self._rank_indices(len(p), r.align_batch, step + 10**6)
+                return {
+                    "captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
+                    "samples": p.samples[idx].to(dev),
+                    "paraphrases": [p.partial[i] if k % 2 else p.captions[i] for k, i in enumerate(para)],
+                    "paraphrase_keys": [p.partial_keys[i] if k % 2 else p.keys[i] for k, i in enumerate(para)],
+                }
+
+            self._fit(name, AlignmentLoss(text_enc, enc, train_text=True), batches, r.steps(r.align_steps, first, 500), r.align_lr)
+            self._save(text_enc, self.out / BRIDGE / "encoder")
+            self._save(enc, self.out / first / "encoder")
+        for m in self.modalities:
+            if m in (BRIDGE, first) or self.done(f"1-align-{m}"):
+                continue
+            text_enc = self.encoder(BRIDGE).eval()
+            enc = self.registry.get(m).init_encoder().to(dev)
+            p = self.pairs(m)
+
+            def batches(step, p=p):
+                idx = self._rank_indices(len(p), r.align_batch, step)
+                return {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx], "samples": p.samples[idx].to(dev)}
+
+            self._fit(f"1-align-{m}", AlignmentLoss(text_enc, enc, train_text=False), batches, r.steps(r.align_steps, m, 500), r.align_lr)
+            self._save(enc, self.out / m / "encoder")
+
+    # -- stage 2 ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _contexts(self, captions: list[str], batch: int = 256) -> torch.Tensor:
+        enc = self.encoder(BRIDGE).eval()
+        return torch.cat([enc(captions[i : i + batch]).tokens for i in range(0, len(captions), batch)])
+
+    @torch.no_grad()
+    def _latents(self, d: Diffuser, p: Pairs, batch: int = 64) -> torch.Tensor:
+        d.eval()
+        data = p.captions if p.samples is None else p.samples
+        outs = []
+        for i in range(0, len(p), batch):
+            chunk = data[i : i + batch]
+            outs.append(d.encode(chunk if p.samples is None else chunk.to(self.accelerator.device)))
+        return torch.cat(outs)
+
+    def train_diffusion(self, m: str) -> None:
+        """One modality's latent diffusion model: VAE (unless warm-started), latent scale, denoiser."""
+        r = self.recipe
+        dev = self.accelerator.device
+        name_vae, name_unet = f"2-vae-{m}", f"2-unet-{m}"
+        if self.done(name_unet):
+            return
+        p = self.pairs(m)
+        if self.done(name_vae):
+            d = self.diffuser(m)
+        else:
+            d = self.registry.get(m).init_diffuser().to(dev)
+            trained = {o: self.diffuser(o) for o in self.modalities if o != m and self.done(f"2-unet-{o}")}
+            warm = d.warm_start(trained)
+            steps = r.steps(r.vae_steps, m, 1000)
+            if "vae" not in warm and steps:
+                bs = r.vae_batch.get(m, 16)
+
+                def vae_batches(step):
+                    idx = self._rank_indices(len(p), bs, step)
+                    return {"batch": [p.captions[i] for i in idx] if p.samples is None else p.samples[idx].to(dev)}
+
+                d.requires_grad_(False)
+                d.vae.requires_grad_(True)
+                for extra in ("vocoder",):
+                    if hasattr(d, extra):
+                        getattr(d, extra).requires_grad_(True)
+                self._fit(name_vae, VAELoss(d), vae_batches, steps, r.vae_lr)
+            else:
+                self._mark(name_vae, {}, 0.0)
+            d.set_latent_scale(1.0)
+            std = float(self._latents(d, p).std())
+            d.set_latent_scale(1.0 / max(std, 1e-6))
+            self._save(d, self.out / m)
+        latents = self._latents(d, p)
+        contexts = self._contexts(p.captions)
+        partial = self._contexts(p.partial)
+        uncond = self._contexts([""])[:1]
+        d.train()
+        d.requires_grad_(False)
+        d.unet.requires_grad_(True)
+        d.joint.requires_grad_(False)
+        bs = r.unet_batch.get(m, 32)
+
+        def unet_batches(step):
+            idx = self._rank_indices(len(p), bs, step)
+            g = torch.Generator().manual_seed(step)
+            use_partial = (torch.rand(bs, generator=g) < r.p_partial)[:, None, None]
+            ctx = torch.where(use_partial, partial[idx], contexts[idx])
+            return {"latents": latents[idx].to(dev), "contexts": ctx.to(dev)}
+
+        self._fit(name_unet, DiffusionLoss(d, uncond, r.p_uncond), unet_batches, r.steps(r.unet_steps, m, 1000), r.unet_lr)
+        self._save(d, self.out / m)
+
+    # -- stage 3 ------------------------------------------------------------------------------------
+    def train_joint(self) -> None:
+        """Joint generation: for each (text, m) pair, train both environment encoders and joint
+        attention layers with the denoisers frozen. Non-text modalities never meet each other."""
+        r = self.recipe
+        dev = self.accelerator.device
+        for m in self.modalities:
+            name = f"3-joint-{m}"
+            if m == BRIDGE or self.done(name):
+                continue
+            text_d, d = self.diffuser(BRIDGE), self.diffuser(m)
+            p = self.pairs(m)
+            text_lat = self._latents(text_d, Pairs(BRIDGE, p.captions, p.keys, p.partial, p.partial_keys, None))
+            lat = self._latents(d, p)
+            partial = self._contexts(p.partial)
+            uncond = self._contexts([""])[:1]
+            bs = r.joint_batch.get(m, 32)
+            text_d.train(), d.train()
+
+            def batches(step):
+                idx = self._rank_indices(len(p), bs, step)
+                g = torch.Generator().manual_seed(step)
+                drop = (torch.rand(bs, generator=g) < 0.5)[:, None, None]
+                ctx = torch.where(drop, uncond.expand(bs, -1, -1), partial[idx])
+                return {"text_latents": text_lat[idx].to(dev), "other_latents": lat[idx].to(dev),
+                        "contexts": ctx.to(dev), "keys": [p.keys[i] for i in idx]}
+
+            self._fit(name, JointLoss(text_d, d), batches, r.steps(r.joint_steps, m, 300), r.joint_lr)
+            self._save(d, self.out / m)
+            self._save(text_d, self.out / BRIDGE)
+
+    # -- everything -----------------------------------------------------------------------------------
+    def run(self, stages: Iterable[int] = (1, 2, 3)) -> dict:
+        stages = set(stages)
+        if 1 in stages:
+            self.train_alignment()
+        if 2 in stages:
+            for m in self.modalities:
+                self.train_diffusion(m)
+        if 3 in stages:
+            self.train_joint()
+        return self.state

@@ -1,0 +1,387 @@
+"""`AudioDiffuser`: the audio latent diffusion model, AudioLDM-style.
+
+Data path (as AudioLDM): waveform -> log-mel image ``[B, 1, T, 64]`` (:mod:`codi_audio.mel`) ->
+diffusers ``AutoencoderKL`` -> latent ``[B, C, T/f, 64/f]`` -> ``UNet2DConditionModel`` denoiser.
+Back: latent -> VAE decoder -> log-mel -> transformers ``SpeechT5HifiGan`` vocoder -> 16 kHz
+waveform. Griffin-Lim (hand-written, :func:`codi_audio.mel.griffin_lim`) is only a fallback: used
+when ``decode(..., vocoder="griffinlim")`` asks for it or a weights folder has no ``vocoder/``.
+
+Two sizes:
+
+* ToyWorld (:meth:`AudioDiffuser.toyworld`): VAE blocks (16, 32, 64, 64) = 8x downsampling, so one
+  second (100 mel frames, padded to 104) becomes a ``[4, 13, 8]`` latent (104 positions) — small
+  enough to train on a CPU; UNet blocks (64, 64) with cross-attention to the ``[B, 1, 64]`` prompt
+  context in the outer level; a ~0.85 M-parameter HiFi-GAN (upsampling 5*4*4*2 = 160 = hop).
+* A real AudioLDM diffusers folder (``vae/``, ``unet/``, ``vocoder/``) loads through
+  :meth:`AudioDiffuser.from_pretrained`. AudioLDM's UNet takes its (CLAP) condition as
+  ``class_labels`` (``class_embed_type="simple_projection"``) and has no prompt cross-attention;
+  its ``attn2`` layers attend to the hidden states themselves. We follow what the UNet's config
+  says: ``simple_projection`` -> the context is passed as ``class_labels`` (its size must be the
+  config's ``projection_class_embeddings_input_dim``, 512 for AudioLDM's CLAP), otherwise as
+  ``encoder_hidden_states``. Joint attention attaches to every ``attn2`` layer; a UNet without any
+  loads with joint attention unavailable (a warning, and ``denoise(env=...)`` raises).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor2_0
+from torch import nn
+from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+from codi_sdk.diffuser import DEFAULT_SCHEDULER_CONFIG, Diffuser
+from codi_sdk.env_encoder import EnvironmentEncoder
+from codi_sdk.errors import WeightsNotFoundError
+from codi_sdk.joint_attention import add_joint_attention, load_joint_attention, save_joint_attention
+
+from .mel import MelSpectrogram, fit_frames, griffin_lim
+
+logger = logging.getLogger(__name__)
+
+NUM_SAMPLES = 16000
+ENV_DIM = 64
+CONTEXT_DIM = 64
+VOCODERS = ("hifigan", "griffinlim")
+
+#: ToyWorld mel normalisation: ToyWorld log-mels span about [-7.5, 1.5]; silence is log(1e-5) = -11.5.
+TOYWORLD_MEL = dict(shift=-4.5, scale=3.0)
+TOYWORLD_VAE = dict(
+    in_channels=1,
+    out_channels=1,
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    block_out_channels=[16, 32, 64, 64],
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=8,
+    sample_size=64,
+    scaling_factor=1.0,  # training sets it to 1 / std of the latents, as Stable Diffusion's 0.18215
+)
+TOYWORLD_UNET = dict(
+    sample_size=[13, 8],
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=[64, 64],
+    layers_per_block=1,
+    down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
+    cross_attention_dim=CONTEXT_DIM,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+TOYWORLD_VOCODER = dict(
+    model_in_dim=64,
+    sampling_rate=16000,
+    upsample_initial_channel=128,
+    upsample_rates=[5, 4, 4, 2],
+    upsample_kernel_sizes=[11, 8, 8, 4],  # kernel - rate even: exactly rate x frames out
+    resblock_kernel_sizes=[3, 7, 11],
+    resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+    normalize_before=False,
+)
+#: (n_fft, hop) of the multi-resolution STFT loss of the vocoder.
+STFT_RESOLUTIONS = ((512, 128), (1024, 256), (256, 64))
+
+
+class AudioDiffuser(Diffuser):
+    """VAE + denoiser + environment encoder + joint attention + vocoder for 1 s of 16 kHz audio.
+
+    Build the ToyWorld size with :meth:`toyworld`, load a folder with :meth:`from_pretrained`, or
+    pass components yourself. ``env_encoder=None`` builds a new one sized to the latent;
+    ``joint=None`` installs new zero-initialised joint attention on ``unet``; ``vocoder=None``
+    means Griffin-Lim decoding. ``mel`` holds the front end and the VAE's input normalisation.
+    """
+
+    modality = "audio"
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        unet: UNet2DConditionModel,
+        env_encoder: EnvironmentEncoder | None = None,
+        joint: nn.ModuleDict | None = None,
+        vocoder: SpeechT5HifiGan | None = None,
+        mel: MelSpectrogram | None = None,
+        env_dim: int = ENV_DIM,
+        scheduler_config: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.mel = mel if mel is not None else MelSpectrogram()
+        self.vae, self.unet, self.vocoder = vae, unet, vocoder
+        self.env_dim = env_dim
+        self._scheduler_config = dict(scheduler_config) if scheduler_config else None
+
+        if vae.config.in_channels != 1 or vae.config.out_channels != 1:
+            raise ValueError(f"the audio VAE must take and give 1-channel mel images, got in/out channels "
+                             f"{vae.config.in_channels}/{vae.config.out_channels}")
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        n_mels = self.mel.config.n_mels
+        if n_mels % factor:
+            raise ValueError(f"{n_mels} mel bins are not divisible by the VAE's downsampling factor {factor}")
+        if unet.config.in_channels != vae.config.latent_channels:
+            raise ValueError(f"UNet in_channels {unet.config.in_channels} != VAE latent_channels {vae.config.latent_channels}")
+        if vocoder is not None and vocoder.config.model_in_dim != n_mels:
+            raise ValueError(f"vocoder takes {vocoder.config.model_in_dim} mel bins, the front end makes {n_mels}")
+        if vocoder is not None and vocoder.config.sampling_rate != self.mel.config.sampling_rate:
+            raise ValueError(f"vocoder rate {vocoder.config.sampling_rate} Hz != front end rate {self.mel.config.sampling_rate} Hz")
+
+        #: Mel frames of one sample (100), and that count padded to a multiple of the VAE factor.
+        self.sample_frames = self.mel.num_frames(NUM_SAMPLES)
+        self.num_frames = math.ceil(self.sample_frames / factor) * factor
+        self.latent_shape = (vae.config.latent_channels, self.num_frames // factor, n_mels // factor)
+        num_positions = self.latent_shape[1] * self.latent_shape[2]
+
+        self.env_encoder = env_encoder if env_encoder is not None else EnvironmentEncoder(
+            in_channels=vae.config.latent_channels, max_tokens=num_positions, num_tokens=4, out_dim=env_dim
+        )
+        if self.env_encoder.config.max_tokens < num_positions:
+            raise ValueError(f"env_encoder max_tokens {self.env_encoder.config.max_tokens} < {num_positions} latent positions")
+        if joint is None:
+            try:
+                joint = add_joint_attention(unet, env_dim)
+            except ValueError:
+                logger.warning(
+                    "this audio UNet has no cross-attention (attn2) layer, so joint attention cannot attach: "
+                    "it can generate alone but not jointly with other modalities (denoise(env=...) will raise)"
+                )
+                joint = nn.ModuleDict()
+        self.joint = joint
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def toyworld(cls) -> "AudioDiffuser":
+        """A new, untrained diffuser in the ToyWorld configuration."""
+        return cls(
+            vae=AutoencoderKL(**TOYWORLD_VAE),
+            unet=UNet2DConditionModel(**TOYWORLD_UNET),
+            vocoder=SpeechT5HifiGan(SpeechT5HifiGanConfig(**TOYWORLD_VOCODER)),
+            mel=MelSpectrogram(**TOYWORLD_MEL),
+        )
+
+    @property
+    def joint_available(self) -> bool:
+        """Whether joint attention is installed (False for a UNet without cross-attention layers)."""
+        return len(self.joint) > 0
+
+    @property
+    def conditioning(self) -> str:
+        """How the context reaches the UNet: ``"cross_attention"`` or ``"class_labels"`` (AudioLDM)."""
+        return "class_labels" if self.unet.config.class_embed_type == "simple_projection" else "cross_attention"
+
+    @property
+    def context_dim(self) -> int:
+        """Feature size the denoiser expects of the context tokens."""
+        if self.conditioning == "class_labels":
+            return int(self.unet.config.projection_class_embeddings_input_dim)
+        dim = self.unet.config.cross_attention_dim
+        return int(dim if isinstance(dim, int) else dim[0])
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]:
+        """The folder's ``scheduler/scheduler_config.json`` if it had one, else the CoDi default."""
+        return dict(self._scheduler_config or DEFAULT_SCHEDULER_CONFIG)
+
+    # -- latents --------------------------------------------------------------------------------
+    def mel_image(self, batch: torch.Tensor) -> torch.Tensor:
+        """Waveforms ``[B, 16000]`` -> the VAE's normalised input ``[B, 1, num_frames, n_mels]``."""
+        return self.mel.image(batch.to(self.device, torch.float32), self.num_frames).to(self.dtype)
+
+    def _scale(self, z: torch.Tensor) -> torch.Tensor:
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return (z - shift) * self.vae.config.scaling_factor
+
+    def _unscale(self, z: torch.Tensor) -> torch.Tensor:
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return z / self.vae.config.scaling_factor + shift
+
+    def encode(self, batch: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Waveforms ``[B, 16000]`` -> scaled latents ``[B, *latent_shape]``.
+
+        ``sample=False`` takes the posterior mode (deterministic); ``True`` draws from it.
+        """
+        dist = self.vae.encode(self.mel_image(batch)).latent_dist
+        return self._scale(dist.sample(generator) if sample else dist.mode())
+
+    def decode_mel(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> de-normalised log-mel ``[B, 100, n_mels]`` (padding frames dropped)."""
+        image = self.vae.decode(self._unscale(latents.to(self.device, self.dtype))).sample
+        return self.mel.denormalize(image[:, 0, : self.sample_frames].float())
+
+    def vocode(self, log_mel: torch.Tensor, vocoder: str | None = None) -> torch.Tensor:
+        """Log-mel ``[B, T, n_mels]`` -> waveforms ``[B, T * hop]``.
+
+        ``vocoder``: ``"hifigan"`` (needs a vocoder), ``"griffinlim"``, or ``None`` = HiFi-GAN when
+        present, else Griffin-Lim.
+        """
+        if vocoder is None:
+            vocoder = "hifigan" if self.vocoder is not None else "griffinlim"
+        if vocoder not in VOCODERS:
+            raise ValueError(f"unknown vocoder {vocoder!r}; accepted: {', '.join(VOCODERS)}")
+        length = log_mel.shape[1] * self.mel.config.hop_length
+        if vocoder == "griffinlim":
+            return griffin_lim(self.mel.mel_to_magnitude(log_mel), self.mel, length)
+        if self.vocoder is None:
+            raise ValueError("this diffuser has no HiFi-GAN vocoder (no vocoder/ folder); use vocoder='griffinlim'")
+        wave = self.vocoder(log_mel.to(self.vocoder.dtype)).float()
+        return _fit_length(wave, length)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, vocoder: str | None = None) -> list[torch.Tensor]:
+        """Scaled latents -> list of float32 CPU waveforms ``[16000]`` in [-1, 1] (see :meth:`vocode`)."""
+        wave = self.vocode(self.decode_mel(latents), vocoder)
+        wave = _fit_length(wave, NUM_SAMPLES).clamp(-1.0, 1.0).cpu()
+        return list(wave.unbind(0))
+
+    def latent_tokens(self, z: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, H*W, C]``: one token per latent position."""
+        return z.flatten(2).transpose(1, 2)
+
+    # -- denoiser -------------------------------------------------------------------------------
+    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, env: torch.Tensor | None = None) -> torch.Tensor:
+        """ε(z_t, t, context, env). ``context`` ``[B, K, D]``; ``env`` ``[B, Le, env_dim]`` or None."""
+        if context.shape[-1] != self.context_dim:
+            raise ValueError(
+                f"context has {context.shape[-1]} features but this denoiser takes {self.context_dim} "
+                f"(via {self.conditioning})"
+            )
+        if env is not None and not self.joint_available:
+            raise ValueError("joint attention is unavailable: this UNet has no cross-attention layer to attach it to")
+        kwargs = {"env": env} if env is not None else None
+        if self.conditioning == "class_labels":
+            return self.unet(z_t, t, encoder_hidden_states=None, class_labels=context.mean(1), cross_attention_kwargs=kwargs).sample
+        return self.unet(z_t, t, encoder_hidden_states=context, cross_attention_kwargs=kwargs).sample
+
+    # -- training -------------------------------------------------------------------------------
+    def vae_loss(
+        self,
+        batch: torch.Tensor,
+        kl_weight: float = 1e-4,
+        vocoder_frames: int = 32,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """VAE and vocoder loss on waveforms ``[B, 16000]``: ``dict(loss, rec, kl, voc)``.
+
+        ``rec``: L1 between the normalised mel image and its reconstruction; ``kl``: KL of the
+        posterior per latent element (weighted by ``kl_weight``); ``voc``: the vocoder, on a random
+        crop of ``vocoder_frames`` frames of the *true* log-mel, scored by the L1 between log-mels of
+        its output and of the true waveform plus a multi-resolution STFT loss. VAE and vocoder have
+        disjoint parameters and the vocoder sees the true mel, so the sum trains both independently.
+        """
+        wave = batch.to(self.device, torch.float32)
+        log_mel = self.mel.log_mel(wave)
+        x = self.mel.normalize(fit_frames(log_mel, self.num_frames, self.mel.silence))[:, None].to(self.dtype)
+        posterior = self.vae.encode(x).latent_dist
+        recon = self.vae.decode(posterior.sample(generator)).sample
+        rec = (recon.float() - x.float()).abs().mean()
+        kl = posterior.kl().mean() / math.prod(self.latent_shape)
+        loss = rec + kl_weight * kl
+        voc = torch.zeros((), device=self.device)
+        if self.vocoder is not None:
+            voc = self.vocoder_loss(wave, log_mel, vocoder_frames, generator)
+            loss = loss + voc
+        return {"loss": loss, "rec": rec.detach(), "kl": kl.detach(), "voc": voc.detach()}
+
+    def vocoder_loss(self, wave: torch.Tensor, log_mel: torch.Tensor, frames: int = 32, generator: torch.Generator | None = None) -> torch.Tensor:
+        """HiFi-GAN loss without a discriminator: log-mel L1 + multi-resolution STFT, on a random crop."""
+        hop = self.mel.config.hop_length
+        frames = min(frames, log_mel.shape[1])
+        start = int(torch.randint(0, log_mel.shape[1] - frames + 1, (1,), generator=generator).item())
+        target = wave[:, start * hop : (start + frames) * hop]
+        out = _fit_length(self.vocoder(log_mel[:, start : start + frames].detach().to(self.vocoder.dtype)).float(), target.shape[1])
+        mel_l1 = (self.mel.log_mel(out) - self.mel.log_mel(target)).abs().mean()
+        return mel_l1 + multi_resolution_stft_loss(out, target)
+
+    # -- weights --------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write ``vae/`` (+ ``mel_config.json``), ``unet/`` (base weights only), ``env_encoder/``,
+        ``joint/`` (when available), ``vocoder/`` (when present) and, for a non-default schedule,
+        ``scheduler/``."""
+        root = Path(path)
+        self.vae.save_pretrained(root / "vae")
+        self.mel.save_config(root / "vae")
+        with _base_processors(self.unet):
+            self.unet.save_pretrained(root / "unet")
+        self.env_encoder.save_pretrained(root / "env_encoder")
+        if self.joint_available:
+            save_joint_attention(self.joint, root / "joint", self.env_dim)
+        if self.vocoder is not None:
+            self.vocoder.save_pretrained(root / "vocoder")
+        if self._scheduler_config and self._scheduler_config != DEFAULT_SCHEDULER_CONFIG:
+            from codi_sdk.io import atomic_write_text
+
+            (root / "scheduler").mkdir(parents=True, exist_ok=True)
+            atomic_write_text(root / "scheduler" / "scheduler_config.json", json.dumps(self._scheduler_config, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "AudioDiffuser":
+        """Load a folder written by :meth:`save_pretrained` or a diffusers AudioLDM folder.
+
+        ``vae/`` and ``unet/`` are required. Without ``vae/mel_config.json`` the front end is
+        AudioLDM's (raw log-mel into the VAE). Without ``vocoder/``, decoding falls back to
+        Griffin-Lim (warned). Without ``env_encoder/`` or ``joint/`` (a real AudioLDM folder), new
+        untrained ones are built: the joint attention starts at zero, so outputs are AudioLDM's.
+        """
+        root = Path(path)
+        for part in ("vae", "unet"):
+            if not (root / part / "config.json").is_file():
+                raise WeightsNotFoundError(f"no {part}/config.json in {root}: an audio weights folder needs vae/ and unet/ "
+                                           "(and vocoder/; env_encoder/ and joint/ are optional)")
+        vae = AutoencoderKL.from_pretrained(root / "vae")
+        mel_file = root / "vae" / MelSpectrogram.config_name
+        mel = MelSpectrogram.from_config(MelSpectrogram.load_config(root / "vae")) if mel_file.is_file() else MelSpectrogram()
+        unet = UNet2DConditionModel.from_pretrained(root / "unet")
+        vocoder = None
+        if (root / "vocoder" / "config.json").is_file():
+            vocoder = SpeechT5HifiGan.from_pretrained(root / "vocoder")
+        else:
+            logger.warning("no vocoder/ in %s: audio will be decoded with Griffin-Lim (lower quality)", root)
+        env_encoder = EnvironmentEncoder.from_pretrained(root / "env_encoder") if (root / "env_encoder" / "config.json").is_file() else None
+        joint, env_dim = None, ENV_DIM
+        if (root / "joint" / "config.json").is_file():
+            joint = load_joint_attention(unet, root / "joint")
+            env_dim = json.loads((root / "joint" / "config.json").read_text())["env_dim"]
+        scheduler_file = root / "scheduler" / "scheduler_config.json"
+        scheduler_config = None
+        if scheduler_file.is_file():
+            scheduler_config = {k: v for k, v in json.loads(scheduler_file.read_text()).items() if not k.startswith("_")}
+        return cls(vae, unet, env_encoder, joint, vocoder, mel, env_dim=env_dim, scheduler_config=scheduler_config)
+
+
+@contextlib.contextmanager
+def _base_processors(unet: nn.Module) -> Iterator[None]:
+    """Temporarily swap the joint processors for plain ones, so the UNet's weights save without them."""
+    processors = unet.attn_processors
+    unet.set_attn_processor(AttnProcessor2_0())
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(processors)
+
+
+def _fit_length(wave: torch.Tensor, length: int) -> torch.Tensor:
+    """Crop or zero-pad waveforms ``[B, N]`` to ``[B, length]``."""
+    if wave.shape[-1] >= length:
+        return wave[..., :length]
+    return torch.nn.functional.pad(wave, (0, length - wave.shape[-1]))
+
+
+def multi_resolution_stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over :data:`STFT_RESOLUTIONS` of spectral convergence + L1 of log magnitudes."""
+    total = pred.new_zeros(())
+    for n_fft, hop in STFT_RESOLUTIONS:
+        window = torch.hann_window(n_fft, device=pred.device)
+        p = torch.stft(pred, n_fft, hop, window=window, return_complex=True).abs()
+        t = torch.stft(target, n_fft, hop, window=window, return_complex=True).abs()
+        convergence = torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp(min=1e-7)
+        log_l1 = (torch.log(p.clamp(min=1e-7)) - torch.log(t.clamp(min=1e-7))).abs().mean()
+        total = total + convergence + log_l1
+    return total / len(STFT_RESOLUTIONS)

@@ -1,0 +1,304 @@
+"""Tests of the codi-audio plugin: mel front end, conversion, components, real-folder loading."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+from transformers.audio_utils import hertz_to_mel
+
+from codi_audio.diffuser import AudioDiffuser
+from codi_audio.encoder import AudioEncoder
+from codi_audio.mel import MelSpectrogram, griffin_lim
+from codi_audio.modality import AudioModality
+from codi_sdk.errors import InvalidInputError, WeightsNotFoundError
+from codi_sdk.registry import Registry
+
+
+def sine(freq: float, rate: int = 16000, seconds: float = 1.0, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def fundamental(wave: np.ndarray, rate: int = 16000, lo: float = 100.0, hi: float = 2000.0) -> float:
+    """Centre frequency of the strongest spectral peak in [lo, hi] Hz (power-weighted over +-40 Hz)."""
+    spec = np.abs(np.fft.rfft(wave * np.hanning(len(wave)))) ** 2
+    freqs = np.fft.rfftfreq(len(wave), 1 / rate)
+    band = (freqs >= lo) & (freqs <= hi)
+    peak = freqs[band][np.argmax(spec[band])]
+    near = np.abs(freqs - peak) <= 40
+    return float((spec[near] * freqs[near]).sum() / spec[near].sum())
+
+
+@pytest.fixture(scope="module")
+def modality() -> AudioModality:
+    return AudioModality()
+
+
+@pytest.fixture(scope="module")
+def toy() -> AudioDiffuser:
+    torch.manual_seed(0)
+    return AudioDiffuser.toyworld().eval()
+
+
+# -- mel front end --------------------------------------------------------------------------------
+def test_mel_of_440hz_sine_peaks_in_the_slaney_bin_nearest_440hz():
+    mel = MelSpectrogram()
+    log_mel = mel.log_mel(torch.from_numpy(sine(440.0))[None])
+    assert log_mel.shape == (1, 100, 64)  # 16 000 samples / hop 160
+    centres = np.linspace(0.0, hertz_to_mel(8000.0, "slaney"), 64 + 2)[1:-1]
+    expected = int(np.argmin(np.abs(centres - hertz_to_mel(440.0, "slaney"))))
+    assert int(log_mel[0, 5:-5].mean(0).argmax()) == expected
+    assert math.isclose(float(log_mel.min()), math.log(1e-5), abs_tol=5.0)  # floor is log(1e-5)
+
+
+def test_griffin_lim_reconstructs_a_sine_within_a_few_hz():
+    mel = MelSpectrogram()
+    log_mel = mel.log_mel(torch.from_numpy(sine(440.0))[None])
+    wave = griffin_lim(mel.mel_to_magnitude(log_mel), mel, 16000)[0].numpy()
+    assert wave.shape == (16000,)
+    assert abs(fundamental(wave) - 440.0) < 6.0
+
+
+# -- conversion -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels_first", [True, False])
+def test_44k1_stereo_becomes_mono_16k_with_pitch_kept(modality, channels_first):
+    left, right = sine(440.0, 44100), sine(440.0, 44100, amp=0.3)
+    stereo = np.stack([left, right]) if channels_first else np.stack([left, right], axis=1)
+    out = modality.convert((stereo, 44100))
+    assert out.shape == (16000,) and out.dtype == torch.float32
+    assert abs(fundamental(out.numpy()) - 440.0) < 2.0
+    assert math.isclose(float(out.abs().max()), 0.4, abs_tol=0.02)  # channel mean, no normalisation
+
+
+def test_stereo_file_and_dict_and_int16_are_converted(modality, tmp_path):
+    stereo = np.stack([sine(330.0, 44100), sine(330.0, 44100)], axis=1)
+    path = tmp_path / "tone.flac"
+    sf.write(path, stereo, 44100)
+    from_file = modality.convert(str(path))
+    assert from_file.shape == (16000,) and abs(fundamental(from_file.numpy()) - 330.0) < 2.0
+    pcm = (sine(330.0, 22050) * 32767).astype(np.int16)
+    from_dict = modality.convert({"array": pcm, "sampling_rate": 22050})
+    assert torch.allclose(from_dict, from_file, atol=0.02)
+
+
+def test_short_audio_is_padded_long_trimmed_and_loud_normalised(modality):
+    short = modality.convert(torch.ones(800) * 0.25)
+    assert short.shape == (16000,) and short[:800].eq(0.25).all() and short[800:].eq(0).all()
+    loud = modality.convert(np.concatenate([np.full(16000, 3.0), np.full(100, 9.0)]))
+    assert float(loud.max()) == 1.0  # peak of the kept second, not of the trimmed tail
+    assert modality.convert(torch.zeros(16000)).abs().max() == 0  # silence is valid
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (np.array([0.1, np.nan, 0.2]), "NaN"),
+        (torch.tensor([0.0, float("inf")]), "NaN or infinite"),
+        (np.zeros(0), "empty"),
+        (np.zeros((2, 3, 16000)), "3-D"),
+        (np.zeros((100, 16000)), "channels"),
+        ((np.zeros(16000), -5), "sample rate"),
+        (np.zeros(16000, dtype=bool), "dtype"),
+        ({"array": np.zeros(10)}, "sampling_rate"),
+        (object(), "cannot read audio"),
+    ],
+)
+def test_bad_audio_is_refused_with_what_is_accepted(modality, value, message):
+    with pytest.raises(InvalidInputError, match=message) as info:
+        modality.convert(value)
+    assert "accepted:" in str(info.value)
+
+
+def test_non_audio_and_missing_files_are_refused(modality, tmp_path):
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all")
+    with pytest.raises(InvalidInputError, match="cannot decode"):
+        modality.convert(text)
+    with pytest.raises(InvalidInputError, match="no such audio file"):
+        modality.convert(tmp_path / "missing.flac")
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".npy"])
+def test_save_then_load_round_trips(modality, tmp_path, suffix):
+    sample = modality.convert(sine(392.0))
+    path = modality.save(sample, tmp_path / f"out{suffix}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"out{suffix}"]  # atomic: no temp left
+    assert torch.allclose(modality.load(path), sample, atol=1e-4)
+    assert modality.to_output(sample).sample_rate == 16000
+
+
+def test_plugin_registers_the_audio_modality():
+    from codi_audio import plugin
+
+    modality = Registry.from_plugins({"audio": plugin}).get("audio")
+    assert isinstance(modality, AudioModality) and "vocoder" in modality.components
+
+
+# -- components -----------------------------------------------------------------------------------
+def test_toyworld_component_shapes(toy):
+    waves = torch.from_numpy(np.stack([sine(261.63), sine(523.25)]))
+    z = toy.encode(waves)
+    assert toy.latent_shape == (4, 13, 8) and z.shape == (2, 4, 13, 8)
+    assert toy.latent_tokens(z).shape == (2, 104, 4)
+    t = torch.tensor([10, 500])
+    context = torch.nn.functional.normalize(torch.randn(2, 1, 64), dim=-1)
+    env = torch.randn(2, 4, 64)
+    with torch.no_grad():
+        assert toy.denoise(z, t, context, env).shape == z.shape
+        assert toy.environment(z, t).shape == (2, 4, 64)
+    for method in ("hifigan", "griffinlim"):
+        decoded = toy.decode(z, vocoder=method)
+        assert len(decoded) == 2 and all(d.shape == (16000,) and d.abs().max() <= 1 for d in decoded)
+    with pytest.raises(ValueError, match="accepted: hifigan, griffinlim"):
+        toy.decode(z, vocoder="wavenet")
+    with pytest.raises(ValueError, match="context has 32 features"):
+        toy.denoise(z, t, torch.randn(2, 1, 32))
+
+
+def test_vae_loss_trains_vae_and_vocoder_but_not_the_denoiser(toy):
+    toy.zero_grad(set_to_none=True)
+    losses = toy.vae_loss(torch.from_numpy(np.stack([sine(329.63), sine(392.0)])), generator=torch.Generator().manual_seed(0))
+    assert set(losses) == {"loss", "rec", "kl", "voc"} and all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    assert toy.vae.encoder.conv_in.weight.grad is not None and toy.vocoder.conv_pre.weight.grad is not None
+    assert all(p.grad is None for p in toy.unet.parameters())
+    toy.zero_grad(set_to_none=True)
+
+
+def test_encoder_outputs_normalised_tokens_in_the_shared_space():
+    torch.manual_seed(0)
+    encoder = AudioEncoder().eval()
+    out = encoder.encode([torch.from_numpy(sine(261.63)), torch.from_numpy(sine(523.25))])
+    assert out.tokens.shape == (2, 1, 64) and out.pooled.shape == (2, 64)
+    assert torch.allclose(out.pooled.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert torch.equal(out.tokens[:, 0], out.pooled)
+    assert not torch.allclose(out.pooled[0], out.pooled[1])  # different pitches, different codes
+
+
+def test_zero_initialised_joint_attention_leaves_the_unet_unchanged():
+    torch.manual_seed(0)
+    base = AudioDiffuser.toyworld().unet
+    reference = UNet2DConditionModel.from_config(base.config)
+    reference.load_state_dict({k: v for k, v in base.state_dict().items() if ".processor." not in k})
+    diffuser = AudioDiffuser(AutoencoderKL(**_tiny_vae(4, (8, 8, 8, 8))), base)
+    z, t, context = torch.randn(2, 4, 13, 8), torch.tensor([3, 700]), torch.randn(2, 1, 64)
+    with torch.no_grad():
+        expected = reference(z, t, encoder_hidden_states=context).sample
+        assert torch.allclose(diffuser.denoise(z, t, context, torch.randn(2, 4, 64)), expected, atol=1e-5)
+        assert torch.allclose(diffuser.denoise(z, t, context), expected, atol=1e-5)
+        for layer in diffuser.joint.values():  # once trained, the environment does change the output
+            torch.nn.init.normal_(layer.to_out_env.weight)
+        assert not torch.allclose(diffuser.denoise(z, t, context, torch.randn(2, 4, 64)), expected, atol=1e-3)
+
+
+# -- weights folders ------------------------------------------------------------------------------
+def test_own_save_and_from_pretrained_round_trip_identically(tmp_path, modality):
+    torch.manual_seed(0)
+    diffuser = AudioDiffuser.toyworld().eval()
+    for layer in diffuser.joint.values():  # make the joint weights non-trivial so the check can fail
+        torch.nn.init.normal_(layer.to_out_env.weight, std=0.1)
+    encoder = AudioEncoder().eval()
+    diffuser.save_pretrained(tmp_path)
+    encoder.save_pretrained(tmp_path / "encoder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder", "env_encoder", "joint", "unet", "vae", "vocoder"]
+    assert not any(".processor." in k for k in _safetensors_keys(tmp_path / "unet"))  # base weights only
+    assert modality.weights_found(tmp_path) == list(modality.components)
+
+    loaded = modality.load_diffuser(tmp_path).eval()
+    loaded_encoder = modality.load_encoder(tmp_path).eval()
+    waves = torch.from_numpy(np.stack([sine(440.0), sine(300.0, amp=0.2)]))
+    z, t = torch.randn(2, 4, 13, 8), torch.tensor([5, 900])
+    context, env = torch.randn(2, 1, 64), torch.randn(2, 4, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(waves), diffuser.encode(waves))
+        assert torch.equal(loaded.denoise(z, t, context, env), diffuser.denoise(z, t, context, env))
+        assert torch.equal(loaded.environment(z, t), diffuser.environment(z, t))
+        assert all(torch.equal(a, b) for a, b in zip(loaded.decode(z), diffuser.decode(z)))
+        assert torch.equal(loaded_encoder(waves).pooled, encoder(waves).pooled)
+    assert loaded.mel.config.shift == -4.5 and loaded.mel.config.scale == 3.0
+
+
+def test_audioldm_layout_folder_loads_and_matches_the_original_objects(tmp_path):
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**_tiny_vae(8, (8, 16, 16)), scaling_factor=0.9).eval()  # 4x, like AudioLDM
+    unet = UNet2DConditionModel(  # AudioLDM: condition as class labels, attn2 = self-attention
+        sample_size=(25, 16), in_channels=8, out_channels=8, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=(16, 32), attention_head_dim=4, norm_num_groups=8,
+        class_embed_type="simple_projection", projection_class_embeddings_input_dim=32, class_embeddings_concat=True,
+    ).eval()
+    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
+        model_in_dim=64, sampling_rate=16000, upsample_initial_channel=16, upsample_rates=[5, 4, 4, 2],
+        upsample_kernel_sizes=[10, 8, 8, 4], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
+        normalize_before=False,
+    )).eval()
+    for name, part in (("vae", vae), ("unet", unet), ("vocoder", vocoder)):
+        part.save_pretrained(tmp_path / name)
+    loaded = AudioDiffuser.from_pretrained(tmp_path).eval()
+    assert loaded.latent_shape == (8, 25, 16) and loaded.conditioning == "class_labels" and loaded.joint_available
+    assert loaded.mel.config.shift == 0.0 and loaded.mel.config.scale == 1.0  # AudioLDM's raw log-mel
+
+    waves = torch.from_numpy(np.stack([sine(440.0), sine(220.0)]))
+    z, t, context = torch.randn(2, 8, 25, 16), torch.tensor([1, 999]), torch.randn(2, 1, 32)
+    with torch.no_grad():
+        mel_image = MelSpectrogram().log_mel(waves)[:, None]
+        assert torch.equal(loaded.encode(waves), vae.encode(mel_image).latent_dist.mode() * 0.9)
+        expected = unet(z, t, encoder_hidden_states=None, class_labels=context[:, 0]).sample
+        assert torch.equal(loaded.denoise(z, t, context), expected)
+        assert torch.allclose(loaded.denoise(z, t, context, torch.randn(2, 4, 64)), expected, atol=1e-5)
+        mel = vae.decode(z / 0.9).sample[:, 0]  # AudioLDMPipeline.decode_latents + mel_spectrogram_to_waveform
+        decoded = loaded.decode(z)
+        assert torch.equal(torch.stack(decoded), vocoder(mel).clamp(-1, 1)[:, :16000])
+    with pytest.raises(ValueError, match="takes 32 .*class_labels"):
+        loaded.denoise(z, t, torch.randn(2, 1, 64))
+
+
+def test_unet_without_cross_attention_loads_without_joint_attention(tmp_path, caplog):
+    torch.manual_seed(0)
+    AutoencoderKL(**_tiny_vae(4, (8, 8, 8, 8))).save_pretrained(tmp_path / "vae")
+    UNet2DConditionModel(
+        sample_size=(13, 8), in_channels=4, out_channels=4, block_out_channels=(8, 8), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        mid_block_type=None, norm_num_groups=8, class_embed_type="simple_projection",
+        projection_class_embeddings_input_dim=64,
+    ).save_pretrained(tmp_path / "unet")
+    loaded = AudioDiffuser.from_pretrained(tmp_path)
+    assert not loaded.joint_available and loaded.vocoder is None
+    assert "joint attention cannot attach" in caplog.text and "Griffin-Lim" in caplog.text
+    z, t, context = torch.randn(1, 4, 13, 8), torch.tensor([7]), torch.randn(1, 1, 64)
+    with torch.no_grad():
+        assert loaded.denoise(z, t, context).shape == z.shape
+        with pytest.raises(ValueError, match="joint attention is unavailable"):
+            loaded.denoise(z, t, context, torch.randn(1, 4, 64))
+        assert loaded.decode(z)[0].shape == (16000,)  # Griffin-Lim fallback
+
+
+def test_missing_folder_parts_are_reported(tmp_path, modality):
+    with pytest.raises(WeightsNotFoundError, match="vae/config.json"):
+        AudioDiffuser.from_pretrained(tmp_path)
+    with pytest.raises(WeightsNotFoundError, match="audio encoder"):
+        AudioEncoder.from_pretrained(tmp_path)
+
+
+def _tiny_vae(latent_channels: int, blocks: tuple[int, ...]) -> dict:
+    return dict(
+        in_channels=1, out_channels=1, latent_channels=latent_channels, block_out_channels=blocks,
+        down_block_types=["DownEncoderBlock2D"] * len(blocks), up_block_types=["UpDecoderBlock2D"] * len(blocks),
+        layers_per_block=1, norm_num_groups=8,
+    )
+
+
+def _safetensors_keys(folder) -> list[str]:
+    from safetensors import safe_open
+
+    keys: list[str] = []
+    for file in folder.glob("*.safetensors"):
+        with safe_open(str(file), "pt") as fh:
+            keys.extend(fh.keys())
+    return keys

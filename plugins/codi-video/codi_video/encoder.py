@@ -1,0 +1,135 @@
+"""The video prompt encoder C_video: the image CLIP vision encoder per frame + a temporal transformer.
+
+Each frame goes through the image plugin's :class:`~codi_image.encoder.ImageEncoder` (a
+transformers ``CLIPVisionModelWithProjection``), giving unit-norm frame embeddings ``[B, T, P]``.
+A small transformer with frame position embeddings (:class:`TemporalPooler`) reads them in order,
+so motion — how the frames change — is visible; the result is pooled over time:
+
+    pooled = normalize(mean_t(frames) + proj(mean_t(transformer(frames))))
+
+``proj`` starts at zero, so a new pooler gives the normalised mean of the frame embeddings: an
+encoder inflated from a trained image encoder starts by encoding a still video as its image.
+``tokens = pooled[:, None]`` (the shared-space contract).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from codi_image.encoder import ImageEncoder
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from codi_sdk.encoder import Encoder, EncoderOutput
+from codi_sdk.errors import WeightsNotFoundError
+
+#: Sub-folder of ``encoder/`` that holds the temporal pooler (the rest is a CLIP vision folder).
+TEMPORAL_FOLDER = "temporal"
+
+
+class TemporalPooler(ModelMixin, ConfigMixin):
+    """Frame embeddings ``[B, T, dim]`` -> one embedding ``[B, dim]`` (not normalised).
+
+    Args:
+        dim: width of the frame embeddings and of the output.
+        width, depth, heads: the temporal transformer.
+        max_frames: length of the learned frame position embedding.
+    """
+
+    @register_to_config
+    def __init__(self, dim: int = 64, width: int = 64, depth: int = 2, heads: int = 4, max_frames: int = 8):
+        super().__init__()
+        self.proj_in = nn.Linear(dim, width)
+        self.pos = nn.Parameter(torch.randn(1, max_frames, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.proj_out = nn.Linear(width, dim)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, t, _ = frames.shape
+        if t > self.config.max_frames:
+            raise ValueError(f"{t} frames exceed the temporal pooler's max_frames={self.config.max_frames}")
+        x = self.blocks(self.proj_in(frames) + self.pos[:, :t])
+        return frames.mean(1) + self.proj_out(self.norm(x.mean(1)))
+
+
+class VideoEncoder(Encoder):
+    """Prompt encoder of videos: ``forward(videos [B, T, 3, H, W] in [-1, 1])`` -> ``EncoderOutput``
+    with ``pooled`` ``[B, dim]`` (unit norm) and ``tokens = pooled[:, None]``.
+
+    Args:
+        frames: the per-frame image encoder.
+        temporal: the pooler over frames (default: new, ``dim`` = the image encoder's width).
+    """
+
+    modality = "video"
+
+    def __init__(self, frames: ImageEncoder, temporal: TemporalPooler | None = None):
+        super().__init__()
+        if temporal is None:
+            temporal = TemporalPooler(dim=frames.dim)
+        elif temporal.config.dim != frames.dim:
+            raise ValueError(f"temporal pooler dim={temporal.config.dim} differs from the frame encoder's {frames.dim}")
+        self.frames = frames
+        self.temporal = temporal
+
+    @classmethod
+    def toyworld(cls) -> "VideoEncoder":
+        """A new, untrained encoder in the ToyWorld configuration (tiny CLIP per frame, 64-d)."""
+        return cls(ImageEncoder.toyworld())
+
+    @classmethod
+    def from_image_encoder(cls, image: ImageEncoder) -> "VideoEncoder":
+        """A video encoder whose frame encoder is a copy of ``image`` and whose pooler is new."""
+        copy = ImageEncoder(type(image.model)(image.model.config))
+        copy.model.load_state_dict(image.model.state_dict())
+        return cls(copy.to(device=image.device, dtype=image.dtype)).train(image.training)
+
+    @classmethod
+    def from_image_pretrained(cls, path: str | os.PathLike) -> "VideoEncoder":
+        """Inflate an image encoder folder (a CLIP vision folder): new temporal pooler."""
+        return cls(ImageEncoder.from_pretrained(path)).eval()
+
+    @property
+    def dim(self) -> int:
+        return self.frames.dim
+
+    def forward(self, batch: torch.Tensor) -> EncoderOutput:
+        if batch.ndim != 5 or batch.shape[2] != 3:
+            raise ValueError(f"expected videos [B, T, 3, H, W] in [-1, 1], got shape {tuple(batch.shape)}")
+        b, t = batch.shape[:2]
+        frames = self.frames(batch.flatten(0, 1)).pooled.unflatten(0, (b, t))
+        pooled = F.normalize(self.temporal(frames), dim=-1)
+        return EncoderOutput(tokens=pooled[:, None, :], pooled=pooled)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write the CLIP vision model as a transformers folder at ``path`` (``config.json`` +
+        ``model.safetensors``) and the temporal pooler at ``path/temporal``."""
+        self.frames.save_pretrained(path)
+        self.temporal.save_pretrained(Path(path) / TEMPORAL_FOLDER, safe_serialization=True)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None) -> "VideoEncoder":
+        """Load a folder written by :meth:`save_pretrained`. Only safetensors weights are read.
+
+        For an image encoder folder (no ``temporal/``) use :meth:`from_image_pretrained`.
+        """
+        folder = Path(path)
+        if not (folder / TEMPORAL_FOLDER / "config.json").is_file():
+            raise WeightsNotFoundError(
+                f"{folder} has no {TEMPORAL_FOLDER}/config.json; a video encoder folder is a CLIP vision folder "
+                "(config.json + model.safetensors) plus temporal/ (an image encoder folder? use VideoEncoder.from_image_pretrained)"
+            )
+        frames = ImageEncoder.from_pretrained(folder, torch_dtype=torch_dtype)
+        kw = {"use_safetensors": True}
+        if torch_dtype is not None:
+            kw["torch_dtype"] = torch_dtype
+        temporal = TemporalPooler.from_pretrained(folder / TEMPORAL_FOLDER, **kw)
+        return cls(frames, temporal).eval()

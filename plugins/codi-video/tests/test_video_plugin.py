@@ -1,0 +1,317 @@
+"""Tests of the video plugin: latent shift, inflation (identity start), joint attention, shapes,
+weights round trips, conversion and refusals. Tiny ToyWorld models only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from codi_image.diffuser import ImageDiffuser
+from codi_image.encoder import ImageEncoder
+from PIL import Image
+
+from codi_sdk.errors import InvalidInputError, WeightsNotFoundError
+from codi_sdk.outputs import VideoOutput
+from codi_video.diffuser import VideoDiffuser
+from codi_video.encoder import VideoEncoder
+from codi_video.latent_shift import LatentShift, latent_shift
+from codi_video.modality import VideoModality, resample_indices
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread on a shared machine; restore the setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def image_diffuser() -> ImageDiffuser:
+    torch.manual_seed(0)
+    image = ImageDiffuser.toyworld().eval()
+    # Make the image joint attention non-trivial, so that copying it into the video is observable.
+    for proc in image.joint.values():
+        torch.nn.init.normal_(proc.to_out_env.weight, std=0.1)
+    return image
+
+
+@pytest.fixture(scope="module")
+def video_diffuser(image_diffuser) -> VideoDiffuser:
+    return VideoDiffuser.from_image_diffuser(image_diffuser).eval()
+
+
+def _randomise_temporal(diffuser: VideoDiffuser) -> None:
+    torch.manual_seed(1)
+    for p in diffuser.unet.temporal.parameters():
+        p.data.normal_(0.0, 0.5)
+
+
+# -- latent shift -----------------------------------------------------------------------------------
+def test_latent_shift_moves_chunk_i_forward_by_i_frames_with_zero_fill():
+    b, c, t = 2, 16, 8  # 8 chunks of 2 channels
+    x = torch.randn(b, c, t, 3, 3)
+    y = latent_shift(x)
+    for i in range(8):
+        chunk = slice(2 * i, 2 * i + 2)
+        assert torch.equal(y[:, chunk, :i], torch.zeros_like(y[:, chunk, :i]))
+        assert torch.equal(y[:, chunk, i:], x[:, chunk, : t - i])
+    # known values: frame f holds the number f + 1, so the zero fill is distinguishable
+    frames = (torch.arange(8.0) + 1).view(1, 1, 8, 1, 1).expand(1, 8, 8, 1, 1)
+    expected = torch.tensor([[f - i + 1 if f >= i else 0 for f in range(8)] for i in range(8)], dtype=torch.float32)
+    assert torch.equal(latent_shift(frames)[0, :, :, 0, 0], expected)
+
+
+def test_latent_shift_on_frame_batch_equals_the_5d_form():
+    x = torch.randn(2, 8, 12, 4, 4)  # [B, T, C, H, W]
+    flat = latent_shift(x.flatten(0, 1), num_frames=8)
+    five = latent_shift(x.transpose(1, 2)).transpose(1, 2)
+    assert torch.equal(flat.unflatten(0, (2, 8)), five)
+    with pytest.raises(ValueError, match="num_frames"):
+        latent_shift(x.flatten(0, 1))
+
+
+def test_latent_shift_block_is_identity_at_gate_zero_and_the_shift_at_gate_one():
+    block = LatentShift(16)
+    h = torch.randn(16, 16, 2, 2)
+    assert torch.equal(block(h, 8), h)
+    block.gate.data.fill_(1.0)
+    assert torch.equal(block(h, 8), latent_shift(h, 8))
+
+
+# -- inflation ----------------------------------------------------------------------------------------
+def _image_output(image: ImageDiffuser, z, t, ctx, env=None):
+    t_frames = t.repeat_interleave(z.shape[1])
+    env_frames = None if env is None else env.repeat_interleave(z.shape[1], 0)
+    return image.denoise(z.flatten(0, 1), t_frames, ctx.repeat_interleave(z.shape[1], 0), env_frames).unflatten(0, z.shape[:2])
+
+
+@torch.no_grad()
+def test_inflated_denoiser_gives_the_image_denoisers_output_on_every_frame(image_diffuser, video_diffuser):
+    torch.manual_seed(2)
+    z = torch.randn(2, *video_diffuser.latent_shape)
+    t, ctx, env = torch.tensor([5, 700]), torch.randn(2, 1, 64), torch.randn(2, 4, 64)
+    assert torch.equal(video_diffuser.denoise(z, t, ctx), _image_output(image_diffuser, z, t, ctx))
+    # with joint attention (weights copied from the image diffuser) too
+    assert torch.equal(video_diffuser.denoise(z, t, ctx, env), _image_output(image_diffuser, z, t, ctx, env))
+
+
+@torch.no_grad()
+def test_inflation_from_an_image_weights_folder_keeps_the_image_weights(tmp_path, image_diffuser):
+    image_diffuser.save_pretrained(tmp_path / "image")
+    video = VideoDiffuser.from_image_pretrained(tmp_path / "image")
+    base = {k: v for k, v in image_diffuser.unet.state_dict().items() if ".processor." not in k}
+    inner = video.unet.unet.state_dict()
+    assert all(torch.equal(inner[k], v) for k, v in base.items())
+    z, t, ctx = torch.randn(1, 8, 4, 8, 8), torch.tensor([300]), torch.randn(1, 1, 64)
+    assert torch.equal(video.denoise(z, t, ctx), _image_output(image_diffuser, z, t, ctx))
+    with pytest.raises(WeightsNotFoundError, match="from_image_pretrained"):
+        VideoDiffuser.from_pretrained(tmp_path / "image")
+
+
+@torch.no_grad()
+def test_warm_start_from_a_trained_image_diffuser_copies_vae_unet_and_joint(image_diffuser):
+    import copy
+
+    image = copy.deepcopy(image_diffuser)
+    image.set_latent_scale(0.37)
+    video = VideoDiffuser.toyworld().eval()
+    assert video.warm_start({}) == set()
+    assert video.warm_start({"image": image}) == {"vae"}
+    assert video.latent_scale == pytest.approx(0.37)
+    assert _state_equal(video.vae, image.vae)
+    z, t, ctx, env = torch.randn(2, 8, 4, 8, 8), torch.tensor([7, 70]), torch.randn(2, 1, 64), torch.randn(2, 4, 64)
+    assert torch.equal(video.denoise(z, t, ctx, env), _image_output(image, z, t, ctx, env))
+
+
+@torch.no_grad()
+def test_temporal_layers_mix_frames_only_after_training(video_diffuser):
+    """Identity start: frame 0's output ignores frame 5; with non-zero temporal weights it does not."""
+    import copy
+
+    torch.manual_seed(3)
+    z = torch.randn(1, 8, 4, 8, 8)
+    z2 = z.clone()
+    z2[:, 5] += 1.0
+    t, ctx = torch.tensor([100]), torch.randn(1, 1, 64)
+    assert torch.equal(video_diffuser.denoise(z, t, ctx)[:, 0], video_diffuser.denoise(z2, t, ctx)[:, 0])
+    trained = copy.deepcopy(video_diffuser)
+    _randomise_temporal(trained)
+    assert not torch.allclose(trained.denoise(z, t, ctx)[:, 0], trained.denoise(z2, t, ctx)[:, 0])
+    # the inner image UNet called directly stays the image denoiser (hooks pass through)
+    frames = z.flatten(0, 1)
+    direct = trained.unet.unet(frames, 100, encoder_hidden_states=ctx.expand(8, -1, -1)).sample
+    assert torch.equal(direct, video_diffuser.unet.unet(frames, 100, encoder_hidden_states=ctx.expand(8, -1, -1)).sample)
+
+
+def test_temporal_layers_receive_gradients(video_diffuser):
+    import copy
+
+    video = copy.deepcopy(video_diffuser).train()
+    z, ctx = torch.randn(1, 8, 4, 8, 8), torch.randn(1, 1, 64)
+    video.denoise(z, torch.tensor([10]), ctx).square().mean().backward()
+    temporal = video.unet.temporal
+    assert all(blk.gate.grad is not None and blk.gate.grad.abs().sum() > 0 for blk in temporal.shifts.values())
+    assert all(a.attn.to_out[0].weight.grad.abs().sum() > 0 for a in temporal.attentions.values())
+
+
+@torch.no_grad()
+def test_zero_initialised_joint_attention_leaves_the_output_unchanged():
+    torch.manual_seed(4)
+    video = VideoDiffuser.toyworld().eval()
+    _randomise_temporal(video)
+    z, t, ctx, env = torch.randn(2, 8, 4, 8, 8), torch.tensor([1, 999]), torch.randn(2, 1, 64), torch.randn(2, 4, 64)
+    without = video.denoise(z, t, ctx)
+    assert torch.equal(video.denoise(z, t, ctx, env), without)
+    next(iter(video.joint.values())).to_out_env.weight.data.normal_()
+    assert not torch.allclose(video.denoise(z, t, ctx, env), without)
+
+
+# -- shapes and weights ---------------------------------------------------------------------------------
+@torch.no_grad()
+def test_component_shapes(video_diffuser):
+    videos = torch.rand(2, 8, 3, 32, 32) * 2 - 1
+    z = video_diffuser.encode(videos)
+    assert video_diffuser.latent_shape == (8, 4, 8, 8) and z.shape == (2, 8, 4, 8, 8)
+    decoded = video_diffuser.decode(z)
+    assert len(decoded) == 2 and decoded[0].shape == (8, 3, 32, 32) and decoded[0].abs().max() <= 1
+    assert video_diffuser.latent_tokens(z).shape == (2, 128, 4)
+    assert video_diffuser.environment(z, torch.tensor([3, 9])).shape == (2, 4, 64)
+    losses = video_diffuser.vae_loss(videos)
+    assert losses["loss"].ndim == 0 and torch.isfinite(losses["loss"])
+    with pytest.raises(ValueError, match=r"\[B, T, 3, H, W\]"):
+        video_diffuser.encode(videos[0])
+    out = VideoEncoder.toyworld().encode([videos[0], videos[1]])
+    assert out.tokens.shape == (2, 1, 64) and out.pooled.shape == (2, 64)
+    assert torch.allclose(out.pooled.norm(dim=-1), torch.ones(2))
+
+
+def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@torch.no_grad()
+def test_diffuser_save_and_from_pretrained_round_trip(tmp_path):
+    torch.manual_seed(5)
+    video = VideoDiffuser.toyworld().eval()
+    _randomise_temporal(video)
+    for proc in video.joint.values():
+        proc.to_out_env.weight.data.normal_()
+    video.save_pretrained(tmp_path)
+    for part in ("vae", "unet", "unet/temporal", "env_encoder", "joint"):
+        assert (tmp_path / part / "config.json").is_file()
+    assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.pt"))
+    # unet/ is a plain diffusers UNet folder: no joint-attention weights in it
+    from safetensors.torch import load_file
+
+    assert not any(".processor." in k for k in load_file(tmp_path / "unet" / "diffusion_pytorch_model.safetensors"))
+    loaded = VideoDiffuser.from_pretrained(tmp_path)
+    assert _state_equal(video, loaded)
+    z, t, ctx, env = torch.randn(1, 8, 4, 8, 8), torch.tensor([50]), torch.randn(1, 1, 64), torch.randn(1, 4, 64)
+    assert torch.equal(video.denoise(z, t, ctx, env), loaded.denoise(z, t, ctx, env))
+
+
+@torch.no_grad()
+def test_encoder_round_trip_motion_and_still_video(tmp_path):
+    torch.manual_seed(6)
+    encoder = VideoEncoder.toyworld().eval()
+    videos = torch.rand(2, 8, 3, 32, 32) * 2 - 1
+    # a new pooler is the mean of frame embeddings: a still video encodes like its image
+    still = videos[:1, :1].expand(1, 8, 3, 32, 32)
+    image_pooled = encoder.frames(videos[0, :1]).pooled
+    assert torch.allclose(encoder(still).pooled, image_pooled, atol=1e-6)
+    # once trained, order matters: reversed time gives another embedding (motion is visible)
+    encoder.temporal.proj_out.weight.data.normal_()
+    assert not torch.allclose(encoder(videos).pooled, encoder(videos.flip(1)).pooled)
+    encoder.save_pretrained(tmp_path / "encoder")
+    loaded = VideoEncoder.from_pretrained(tmp_path / "encoder")
+    assert _state_equal(encoder, loaded)
+    assert torch.equal(loaded(videos).pooled, encoder(videos).pooled)
+    with pytest.raises(WeightsNotFoundError, match="from_image_pretrained"):
+        ImageEncoder.toyworld().save_pretrained(tmp_path / "image_encoder")
+        VideoEncoder.from_pretrained(tmp_path / "image_encoder")
+
+
+# -- conversion and refusals --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def modality() -> VideoModality:
+    return VideoModality()
+
+
+def test_16_frame_rgba_video_is_resampled_to_8_rgb_frames(modality):
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (16, 64, 64, 4), dtype=np.uint8)
+    video[..., 3] = 255
+    video[:, :, :, :3] = np.arange(16, dtype=np.uint8)[:, None, None, None] * 10  # frame t has value 10 t
+    x = modality.convert(video)
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
+    picked = resample_indices(16, 8)
+    assert picked.tolist() == [0, 2, 4, 6, 9, 11, 13, 15]
+    expected = torch.tensor(picked * 10 / 255.0 * 2 - 1, dtype=torch.float32)
+    assert torch.allclose(x.mean(dim=(1, 2, 3)), expected, atol=1e-5)
+    # alpha is composited on black
+    video[..., 3] = 0
+    assert torch.allclose(modality.convert(video), torch.full((8, 3, 32, 32), -1.0))
+
+
+def test_grayscale_and_other_layouts_become_rgb(modality):
+    gray = np.linspace(0, 255, 8 * 32 * 32).reshape(8, 32, 32).astype(np.uint8)
+    x = modality.convert(gray)
+    assert x.shape == (8, 3, 32, 32)
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
+    assert torch.equal(modality.convert(gray[..., None]), x)
+    canonical = torch.rand(8, 3, 32, 32) * 2 - 1
+    assert torch.allclose(modality.convert(canonical), canonical, atol=1e-6)
+    frames = [Image.fromarray(f) for f in gray]
+    assert torch.allclose(modality.convert(frames), x, atol=1e-6)
+
+
+def test_gif_and_npy_round_trip(modality, tmp_path):
+    rng = np.random.default_rng(1)
+    video = torch.tensor(rng.integers(0, 256, (8, 32, 32, 3)) / 127.5 - 1, dtype=torch.float32).permute(0, 3, 1, 2)
+    out = modality.to_output(video)
+    assert isinstance(out, VideoOutput) and out.array.shape == (8, 32, 32, 3) and out.array.dtype == np.uint8 and out.fps == 4
+    npy = modality.save(video, tmp_path / "clip.npy")
+    assert torch.allclose(modality.load(npy), video, atol=1 / 127.5)
+    solid = torch.zeros(8, 3, 32, 32)
+    solid[:, 0] = torch.linspace(-1, 1, 8)[:, None, None]  # red ramps over time
+    loaded = modality.load(modality.save(solid, tmp_path / "clip.gif"))
+    assert loaded.shape == (8, 3, 32, 32)
+    assert torch.allclose(loaded[:, 0, 0, 0], solid[:, 0, 0, 0], atol=0.05)
+    assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporary files
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.zeros((32, 32, 3), np.uint8), "single image"),
+        (torch.zeros(3, 32, 32), "single image"),
+        (np.zeros((32, 32), np.uint8), "single grayscale image"),
+        (np.zeros((1, 32, 32, 3), np.uint8), "single frame"),
+        (np.full((8, 32, 32, 3), np.nan, np.float32), "NaN"),
+        (torch.full((8, 3, 32, 32), float("nan")), "NaN"),
+        (np.zeros((0, 32, 32, 3), np.uint8), "empty"),
+        ([], "empty"),
+        ("", "empty string"),
+        (np.zeros((2, 8, 32, 32, 3), np.uint8), "one video at a time"),
+        (np.zeros((8, 32, 32, 7), np.uint8), r"\(T, H, W, 1\|3\|4\)"),
+        (np.full((8, 32, 32, 3), 2.0, np.float32), r"\[-1, 1\]"),
+        (42, "cannot convert a int"),
+    ],
+)
+def test_refusals_say_what_is_wrong_and_what_is_accepted(modality, value, message):
+    with pytest.raises(InvalidInputError, match=message) as info:
+        modality.convert(value)
+    assert str(info.value).startswith("video: ") and "accepted:" in str(info.value)
+
+
+def test_single_frame_gif_is_refused_as_an_image(modality, tmp_path):
+    path = tmp_path / "still.gif"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(path)
+    with pytest.raises(InvalidInputError, match="'image' modality"):
+        modality.load(path)
+    with pytest.raises(InvalidInputError, match="cannot read files of type '.txt'"):
+        (tmp_path / "a.txt").write_text("x")
+        modality.load(tmp_path / "a.txt")
