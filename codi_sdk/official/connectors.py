@@ -26,7 +26,7 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 
 
-def connector_transformer(channels: int, num_heads: int, context_dim: int) -> Transformer2DModel:
+def spatial_transformer(channels: int, num_heads: int, context_dim: int) -> Transformer2DModel:
     """The official ``SpatialTransformer`` (depth 1, conv projections, GEGLU) as a diffusers block."""
     return Transformer2DModel(
         num_attention_heads=num_heads,
@@ -63,7 +63,7 @@ class OfficialJointAttention(ModelMixin, ConfigMixin):
         self.down = nn.ModuleDict(
             {
                 str(level): nn.ModuleList(
-                    connector_transformer(block_out_channels[level], num_heads, env_dim) for _ in range(layers_per_block)
+                    spatial_transformer(block_out_channels[level], num_heads, env_dim) for _ in range(layers_per_block)
                 )
                 for level in range(n)
                 if with_connector[level]
@@ -72,7 +72,7 @@ class OfficialJointAttention(ModelMixin, ConfigMixin):
         self.up = nn.ModuleDict(
             {
                 str(u): nn.ModuleList(
-                    connector_transformer(block_out_channels[level], num_heads, env_dim) for _ in range(layers_per_block + 1)
+                    spatial_transformer(block_out_channels[level], num_heads, env_dim) for _ in range(layers_per_block + 1)
                 )
                 for u, level in enumerate(reversed(range(n)))
                 if with_connector[level]

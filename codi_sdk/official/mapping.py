@@ -101,9 +101,10 @@ Outcome = Union[Mapped, Split, Dropped]
 # A sub-mapping turns the rest of a key (after a matched prefix) into our rest of key.
 SubMap = Callable[[str, tuple[int, ...]], Union[tuple[str, "tuple[int, ...] | None"], Split, Dropped, None]]
 
-DROP_SCHEDULE = "DDPM schedule buffer: recomputed from the official schedule (see profile.SCHEDULE)"
+DROP_SCHEDULE = "DDPM schedule buffer: recomputed from the official schedule (see profile.SCHEDULER_CONFIG)"
 DROP_POSITION_IDS = "CLIP position_ids: int64 arange, a non-persistent buffer in transformers"
 DROP_CAUSAL_MASK = "GPT-2 causal mask: constant, rebuilt by transformers"
+DROP_SHIFT_MASK = "HTSAT shifted-window attention mask: constant, computed by transformers' ClapAudioEncoder"
 DROP_LAZY_FRONT_END = "CLAP STFT/log-mel front end: fixed filters, built lazily upstream; recomputed by our encoder"
 
 
@@ -177,6 +178,8 @@ _HTSAT_BLOCK = _renamer(
 
 def _htsat_block(target: str, our_prefix: str) -> SubMap:
     def sub(rest: str, shape):
+        if rest == "attn_mask":
+            return Dropped(DROP_SHIFT_MASK)
         if rest in ("attn.qkv.weight", "attn.qkv.bias"):
             leaf = rest.rsplit(".", 1)[1]
             third = (shape[0] // 3, *shape[1:])
@@ -375,6 +378,8 @@ def rule_tables() -> dict[str, dict[str, Rule]]:
 
 def map_key(key: str, shape: tuple[int, ...]) -> Outcome | None:
     """Where the official tensor ``key`` (of ``shape``) goes; ``None`` if no rule knows the key."""
+    if key == "lvlb_weights":  # non-persistent upstream, but tolerated if a file carries it
+        return Dropped(DROP_SCHEDULE)
     component = layout.component_of(key)
     if component is None:
         return None
@@ -395,3 +400,42 @@ def map_key(key: str, shape: tuple[int, ...]) -> Outcome | None:
         our_rest, new_shape = out
         return Mapped(target, ours + our_rest, new_shape)
     return None
+
+
+@dataclass
+class MappedLayout:
+    """The official layout pushed through :func:`map_key`: what each of our folders receives."""
+
+    targets: dict[str, dict[str, tuple[int, ...]]]
+    dropped: dict[str, str]  # official key -> reason
+    unmapped: list[str]  # official keys no rule knows (must be empty)
+    collisions: list[str]  # our keys produced twice (must be empty)
+
+
+def mapped_layout(component: str | None = None, *, include_lazy: bool = True) -> MappedLayout:
+    """Map every official entry (of ``component``, or all) and collect our keys with their shapes.
+
+    Filled constants (:data:`FILLED`) are added to their folders, so ``targets[folder]`` is exactly
+    the key -> shape table of our module's state dict.
+    """
+    out = MappedLayout({}, {}, [], [])
+    components = [component] if component else list(TARGETS)
+    for name in components:
+        for target in TARGETS[name]:
+            out.targets.setdefault(target, {})
+            for key, (_, shape) in FILLED.get(target, {}).items():
+                out.targets[target][key] = shape
+    for entry in layout.entries(component, include_lazy=include_lazy):
+        outcome = map_key(entry.key, entry.shape)
+        if outcome is None:
+            out.unmapped.append(entry.key)
+            continue
+        if isinstance(outcome, Dropped):
+            out.dropped[entry.key] = outcome.reason
+            continue
+        for part in outcome.parts if isinstance(outcome, Split) else (outcome,):
+            table = out.targets.setdefault(part.target, {})
+            if part.key in table:
+                out.collisions.append(f"{part.target}:{part.key}")
+            table[part.key] = part.shape or entry.shape
+    return out

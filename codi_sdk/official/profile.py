@@ -266,7 +266,7 @@ COMPONENTS: dict[str, ComponentSpec] = {
             "resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
             "leaky_relu_slope": 0.1, "normalize_before": False,
         },
-        "hifigan",
+        "speecht5_hifigan",
     ),
     m.AUDIO_MEL: ComponentSpec(
         "codi", "codi_audio.official:AudioLDMMel",

@@ -5,7 +5,7 @@ Without its connectors and video layers, the official image UNet *is* a Stable-D
 one. What diffusers' own ``forward`` cannot do is interleave the official extras, so this walker
 visits the same blocks in the same order and calls, where the official model does:
 
-* ``temporal`` — a video-layer provider with ``down(level, j, h)``, ``mid(i, h)``, ``up(u, j, h)``
+* ``temporal`` — video layers with ``apply_down(level, j, h, T)``, ``apply_mid(i, h, T)``, ``apply_up(u, j, h, T)``
   (applied right after each resnet, before the block's cross-attention);
 * ``joint`` — :class:`~codi_sdk.official.connectors.OfficialJointAttention` with ``env`` tokens
   (applied after each whole block; after the upsampler for the last block of an up level).
@@ -22,9 +22,9 @@ from .connectors import OfficialJointAttention
 
 
 class TemporalLayers(Protocol):  # pragma: no cover - a structural type
-    def down(self, level: int, index: int, hidden: torch.Tensor, num_frames: int) -> torch.Tensor: ...
-    def mid(self, index: int, hidden: torch.Tensor, num_frames: int) -> torch.Tensor: ...
-    def up(self, block: int, index: int, hidden: torch.Tensor, num_frames: int) -> torch.Tensor: ...
+    def apply_down(self, level: int, index: int, hidden: torch.Tensor, num_frames: int) -> torch.Tensor: ...
+    def apply_mid(self, index: int, hidden: torch.Tensor, num_frames: int) -> torch.Tensor: ...
+    def apply_up(self, block: int, index: int, hidden: torch.Tensor, num_frames: int) -> torch.Tensor: ...
 
 
 def time_embedding(unet, timestep: torch.Tensor | float | int, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -73,7 +73,7 @@ def unet2d_forward(
         for j, resnet in enumerate(block.resnets):
             h = resnet(h, emb)
             if use_temporal:
-                h = temporal.down(level, j, h, frames)
+                h = temporal.apply_down(level, j, h, frames)
             if attentions is not None:
                 h = attentions[j](h, encoder_hidden_states=context).sample
             if joint is not None:
@@ -86,11 +86,11 @@ def unet2d_forward(
     mid = unet.mid_block
     h = mid.resnets[0](h, emb)
     if use_temporal:
-        h = temporal.mid(0, h, frames)
+        h = temporal.apply_mid(0, h, frames)
     h = mid.attentions[0](h, encoder_hidden_states=context).sample
     h = mid.resnets[1](h, emb)
     if use_temporal:
-        h = temporal.mid(1, h, frames)
+        h = temporal.apply_mid(1, h, frames)
 
     for u, block in enumerate(unet.up_blocks):
         attentions = getattr(block, "attentions", None)
@@ -98,7 +98,7 @@ def unet2d_forward(
         for j, resnet in enumerate(block.resnets):
             h = resnet(torch.cat([h, skips.pop()], dim=1), emb)
             if use_temporal:
-                h = temporal.up(u, j, h, frames)
+                h = temporal.apply_up(u, j, h, frames)
             if attentions is not None:
                 h = attentions[j](h, encoder_hidden_states=context).sample
             if j == last and block.upsamplers is not None:

@@ -170,9 +170,18 @@ class Graph(BaseModel):
         self._names()
         return self
 
-    def add_node(self, name: str, type: str, inputs: dict[str, str | list[str]] | None = None, **params: Any) -> "Graph":
-        """Add a node of ``type`` with ``params`` and input connections; returns the graph for chaining."""
-        self.nodes[name] = NodeSpec(type=type, params=params, inputs=inputs or {})
+    def add_node(
+        self,
+        name: str,
+        type: str,
+        inputs: dict[str, str | list[str]] | None = None,
+        params: dict[str, Any] | None = None,
+        **more_params: Any,
+    ) -> "Graph":
+        """Add a node of ``type``; ``inputs`` maps its input ports to sources, parameters come from
+        ``params`` and keyword arguments (use ``params`` for parameters called ``inputs``/``params``,
+        as the ``python`` and ``http.json`` nodes have). Returns the graph for chaining."""
+        self.nodes[name] = NodeSpec(type=type, params={**(params or {}), **more_params}, inputs=inputs or {})
         self._names()
         return self
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..toyworld import render as tw
+from ..toyworld.render import caption, partial_caption, render
 from ..toyworld.scenes import ATTRIBUTES, item_rng, scene_at
 
 
@@ -53,12 +53,12 @@ def render_pairs(modality: str, n: int, seed: int = 0, progress: bool = True) ->
     caps, keys, parts, pkeys, samples = [], [], [], [], []
     for i in tqdm(range(n), desc=f"render {modality}", disable=not progress, leave=False):
         scene = scene_at("train", i, seed)
-        caps.append(tw.caption(scene, item_rng("train", i, "caption", seed)))
+        caps.append(caption(scene, item_rng("train", i, "caption", seed)))
         keys.append(key_of(scene, ATTRIBUTES))
-        text, named = tw.partial_caption(scene, item_rng("train", i, "partial", seed))
+        text, named = partial_caption(scene, item_rng("train", i, "partial", seed))
         parts.append(text)
         pkeys.append(key_of(scene, named))
         if modality != "text":
-            samples.append(to_canonical(modality, tw.render(modality, scene, item_rng("train", i, modality, seed))))
+            samples.append(to_canonical(modality, render(modality, scene, item_rng("train", i, modality, seed))))
     stacked = torch.stack(samples) if samples else None
     return Pairs(modality, caps, keys, parts, pkeys, stacked)

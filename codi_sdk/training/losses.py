@@ -27,7 +27,10 @@ def multi_positive_info_nce(a: torch.Tensor, b: torch.Tensor, positives: torch.T
     a = F.normalize(a, dim=-1)
     b = F.normalize(b, dim=-1)
     logits = a @ b.t() * logit_scale.clamp(max=math.log(100.0)).exp()
-    pos = positives.float()
+    pos = positives.clone()
+    if pos.shape[0] == pos.shape[1]:
+        pos |= torch.eye(pos.shape[0], dtype=torch.bool, device=pos.device)  # a pair always matches itself
+    pos = pos.float()
     loss_ab = -(torch.logsumexp(logits.masked_fill(pos == 0, -1e4), 1) - torch.logsumexp(logits, 1))
     loss_ba = -(torch.logsumexp(logits.t().masked_fill(pos.t() == 0, -1e4), 1) - torch.logsumexp(logits.t(), 1))
     return 0.5 * (loss_ab.mean() + loss_ba.mean())

@@ -11,20 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ...outputs import AudioOutput, ImageOutput, Output, TextOutput, VideoOutput
 from ..errors import ServiceUnavailableError
 from ..node import NodeType, Port
-from ..types import resample
 from ._service import cached, import_module, lock_for
-
-#: CoDi's audio rate: audio inputs are resampled to it before composing.
-CODI_AUDIO_RATE = 16000
-
 
 def _to_composer(value: Any) -> Any:
     if isinstance(value, ImageOutput):
         return value.array
     if isinstance(value, VideoOutput):
         return value.array
-    if isinstance(value, AudioOutput):
-        return resample(np.asarray(value.waveform, np.float32), value.sample_rate, CODI_AUDIO_RATE)
+    if isinstance(value, AudioOutput):  # the audio modality resamples a (waveform, rate) pair itself
+        return (np.asarray(value.waveform, np.float32), value.sample_rate)
     if isinstance(value, TextOutput):
         return value.text
     return value

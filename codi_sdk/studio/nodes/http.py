@@ -48,9 +48,9 @@ class HttpJsonService(NodeType):
 
     def __init__(self, params: BaseModel) -> None:
         super().__init__(params)
-        bad = {k: t for k, t in {**params.inputs, **params.outputs}.items() if t not in JSON_TYPES}
+        bad = [f"{side} {k!r} ({t})" for side, ports in (("input", params.inputs), ("output", params.outputs)) for k, t in ports.items() if t not in JSON_TYPES]
         if bad:
-            raise InvalidInputError(f"ports {bad} cannot travel as JSON; accepted types: {', '.join(JSON_TYPES)}")
+            raise InvalidInputError(f"port(s) {', '.join(bad)} cannot travel as JSON; accepted types: {', '.join(JSON_TYPES)}")
         if not params.outputs:
             raise InvalidInputError("an http.json node needs at least one output port in params.outputs")
 

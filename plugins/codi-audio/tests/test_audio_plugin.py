@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 from transformers.audio_utils import hertz_to_mel
 
-from codi_audio.diffuser import AudioDiffuser
+from codi_audio.diffuser import TOYWORLD_UNET, AudioDiffuser
 from codi_audio.encoder import AudioEncoder
 from codi_audio.mel import MelSpectrogram, griffin_lim
 from codi_audio.modality import AudioModality
@@ -152,9 +152,9 @@ def test_toyworld_component_shapes(toy):
     with torch.no_grad():
         assert toy.denoise(z, t, context, env).shape == z.shape
         assert toy.environment(z, t).shape == (2, 4, 64)
-    for method in ("hifigan", "griffinlim"):
-        decoded = toy.decode(z, vocoder=method)
-        assert len(decoded) == 2 and all(d.shape == (16000,) and d.abs().max() <= 1 for d in decoded)
+    assert [d.shape for d in toy.decode(z)] == [(16000,), (16000,)]
+    griffin = toy.decode(z[:1], vocoder="griffinlim")
+    assert len(griffin) == 1 and griffin[0].shape == (16000,) and griffin[0].abs().max() <= 1
     with pytest.raises(ValueError, match="accepted: hifigan, griffinlim"):
         toy.decode(z, vocoder="wavenet")
     with pytest.raises(ValueError, match="context has 32 features"):
@@ -183,7 +183,7 @@ def test_encoder_outputs_normalised_tokens_in_the_shared_space():
 
 def test_zero_initialised_joint_attention_leaves_the_unet_unchanged():
     torch.manual_seed(0)
-    base = AudioDiffuser.toyworld().unet
+    base = UNet2DConditionModel(**TOYWORLD_UNET)
     reference = UNet2DConditionModel.from_config(base.config)
     reference.load_state_dict({k: v for k, v in base.state_dict().items() if ".processor." not in k})
     diffuser = AudioDiffuser(AutoencoderKL(**_tiny_vae(4, (8, 8, 8, 8))), base)
@@ -219,7 +219,7 @@ def test_own_save_and_from_pretrained_round_trip_identically(tmp_path, modality)
         assert torch.equal(loaded.encode(waves), diffuser.encode(waves))
         assert torch.equal(loaded.denoise(z, t, context, env), diffuser.denoise(z, t, context, env))
         assert torch.equal(loaded.environment(z, t), diffuser.environment(z, t))
-        assert all(torch.equal(a, b) for a, b in zip(loaded.decode(z), diffuser.decode(z)))
+        assert torch.equal(loaded.decode(z[:1])[0], diffuser.decode(z[:1])[0])
         assert torch.equal(loaded_encoder(waves).pooled, encoder(waves).pooled)
     assert loaded.mel.config.shift == -4.5 and loaded.mel.config.scale == 3.0
 
