@@ -12,10 +12,12 @@ PIP_FLAGS := -q --disable-pip-version-check -c constraints.txt
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGINS))
+$(STAMP): pyproject.toml constraints.txt .ci/apt-packages.txt .ci/pip-no-deps.txt $(addsuffix /pyproject.toml,$(PLUGINS))
+	bash .ci/system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(PIP_FLAGS) torch==2.13.0
-	$(PIP) install $(PIP_FLAGS) -e ".[dev,docs]" $(addprefix -e ,$(PLUGINS))
+	$(PIP) install $(PIP_FLAGS) -e ".[dev,docs,studio]" $(addprefix -e ,$(PLUGINS))
+	$(PIP) install $(PIP_FLAGS) --no-deps -r .ci/pip-no-deps.txt
 	touch $(STAMP)
 
 demo: setup

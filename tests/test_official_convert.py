@@ -105,18 +105,17 @@ def test_synthetic_checkpoint_converts_and_loads_strictly(tmp_path):
     assert report.missing and all(k.startswith(("model.diffusion_model.unet_audio.", "audioldm.", "clip.", "clap.")) for k in report.missing)
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
 
-    from codi_sdk.official.connectors import OfficialEnvironmentEncoder2D
-
-    env = OfficialEnvironmentEncoder2D.from_pretrained(dst / "audio" / "env_encoder")
+    env = codi_audio_official.load_official_component(dst, "audio/env_encoder")
     tensors = load_file(str(dst / "audio" / "env_encoder" / "diffusion_pytorch_model.safetensors"))
     assert all(t.dtype == torch.float16 for t in tensors.values())
-    missing, unexpected = env.load_state_dict(tensors, strict=True), None  # raises on any mismatch
+    env.load_state_dict(tensors, strict=True)  # raises on any missing or unexpected key
     prefix = "model.diffusion_model.unet_audio."
     for key in ("connecters_out.1.0.in_layers.2.weight", "connecters_out.6.2.bias"):
         ours = map_key(prefix + key, tuple(original[prefix + key].shape)).key
         torch.testing.assert_close(tensors[ours].float(), original[prefix + key].half().float())
 
-    mel = codi_audio_official.AudioLDMMel.from_pretrained(dst / "audio" / "mel")
+    mel = codi_audio_official.load_official_component(dst, "audio/mel")
+    torch.testing.assert_close(mel.forward_basis.float(), original["audioldm.fn_STFT.stft_fn.forward_basis"].half().float())
     mel_tensors = load_file(str(dst / "audio" / "mel" / "diffusion_pytorch_model.safetensors"))
     mel.load_state_dict(mel_tensors, strict=True)
     torch.testing.assert_close(mel.mel_basis.float(), original["audioldm.fn_STFT.mel_basis"].half().float())
@@ -136,11 +135,10 @@ def test_split_and_reshaped_tensors_keep_their_values():
 
     qkv = torch.randn(768, 256)
     state = {"clap.model.audio_branch.layers.0.blocks.0.attn.qkv.weight": qkv}
-    plan = plan_conversion(state)
-    table = plan.assignments.get("audio/encoder") or {}
-    assert table == {}  # the folder is incomplete, so nothing is assigned for writing
-    outcome = map_key("clap.model.audio_branch.layers.0.blocks.0.attn.qkv.weight", (768, 256))
-    parts = [_take(state, (outcome.parts[0].key and "clap.model.audio_branch.layers.0.blocks.0.attn.qkv.weight", p.shape, i, 3), torch.float32) for i, p in enumerate(outcome.parts)]
+    assert "audio/encoder" not in plan_conversion(state).assignments  # an incomplete folder is not written
+    key = "clap.model.audio_branch.layers.0.blocks.0.attn.qkv.weight"
+    outcome = map_key(key, (768, 256))
+    parts = [_take(state, (key, p.shape, i, 3), torch.float32) for i, p in enumerate(outcome.parts)]
     torch.testing.assert_close(torch.cat(parts), qkv)
     q = torch.randn(512, 512, 1, 1)
     outcome = map_key("autokl.encoder.mid.attn_1.q.weight", (512, 512, 1, 1))

@@ -410,3 +410,13 @@ def test_two_plugins_with_one_node_type_name_is_an_error():
 
     with pytest.raises(PluginError, match="'test.upper' is provided by plugin"):
         NodeCatalog.load(Registry.from_plugins({"acme": AcmePlugin(), "second": Second()}))
+
+
+def test_unknown_types_are_reported():
+    g = Graph(inputs={"t": "txt"}).add_node("p", "python", inputs={"x": "t"}, params={
+        "function": lambda x: x, "inputs": {"x": "text"}, "outputs": {"y": "pictures"}})
+    err = problems(g, catalog=NodeCatalog.load(Registry.from_plugins({})))
+    assert sorted(err.codes) == ["type_mismatch", "unknown_type", "unknown_type"]
+    text = str(err)
+    assert "graph input 't' has unknown type 'txt'" in text
+    assert "node 'p': port type unknown for output y ('pictures')" in text

@@ -171,8 +171,8 @@ def test_compose_node_passes_arrays_and_returns_text(monkeypatch):
     assert outputs == ["text"] and kw == {"steps": 25, "seed": 0, "progress": False}
     video = inputs["video"]
     assert video.shape == (8, 32, 32, 3) and video.dtype == np.uint8
-    red = video[0].reshape(-1, 3)
-    assert (np.all(red == (220, 40, 40), axis=1)).sum() > 30  # the red circle survived the GIF round trip
+    r, g, b = video[0].reshape(-1, 3).astype(int).T
+    assert ((r > 150) & (g < 100) & (b < 100)).sum() > 30  # the red circle survived the GIF round trip
 
 
 def test_compose_node_with_real_models():

@@ -232,7 +232,8 @@ def _unet_rules(args: dict, *, kind: str, unet: str, env: str, joint: str, tempo
     video = temporal is not None
     mults = args["channel_mult"]
     layers = args["num_noattn_blocks"]
-    assert len(set(layers)) == 1, "CoDi UNets use the same number of blocks on every level"
+    if len(set(layers)) != 1:
+        raise ValueError(f"CoDi UNets use the same number of blocks on every level, got {layers}")
     with_attn, with_conn = args["with_attn"], args["with_connector"]
     res_suffix = "0.0." if video else "0."
     r: dict[str, Rule] = {"time_embed.": (unet, "time_embedding.", _TIME_EMBED), "input_blocks.0.0.": (unet, "conv_in.", _same)}

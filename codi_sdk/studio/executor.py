@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..errors import InvalidInputError
 from ..io import atomic_write_text
 from . import types as vtypes
 from .catalog import NodeCatalog
@@ -162,18 +163,17 @@ class _RichProgress:
 def _run_node(vg: ValidatedGraph, name: str, values: dict[str, Any], result: NodeResult, t0: float) -> NodeResult:
     node = vg.nodes[name]
     spec = vg.graph.nodes[name]
-    ports = node.input_ports()
-    inputs: dict[str, Any] = {}
-    for port_name, port in ports.items():
-        sources = [e for e in vg.edges if e.target == name and e.target_port == port_name]
-        if not sources:
-            inputs[port_name] = [] if port.many and port.default is None else port.default
-            continue
-        got = [values[e.source] if e.from_graph_input else values[e.source][e.source_port] for e in sources]
-        inputs[port_name] = got if port.many else got[0]
     result.started = time.perf_counter() - t0
     start = time.perf_counter()
     try:
+        inputs: dict[str, Any] = {}
+        for port_name, port in node.input_ports().items():
+            sources = [e for e in vg.edges if e.target == name and e.target_port == port_name]
+            if not sources:
+                inputs[port_name] = [] if port.many and port.default is None else port.default
+                continue
+            got = [values[e.source] if e.from_graph_input else values[e.source][e.source_port] for e in sources]
+            inputs[port_name] = got if port.many else got[0]
         outputs = node.run(inputs)
         if not isinstance(outputs, Mapping):
             raise TypeError(f"run() returned {type(outputs).__name__}; expected a dict of output ports")
@@ -224,7 +224,7 @@ def run_graph(
         try:
             values[name] = vtypes.coerce(gi.type, raw, vg.catalog.registry if gi.type not in vtypes.MEDIA_TYPES else None)
         except Exception as exc:
-            raise type(exc)(f"graph input {name!r} ({gi.type}): {exc}") from exc
+            raise InvalidInputError(f"graph input {name!r} ({gi.type}): {exc}") from exc
 
     results = {n: NodeResult(n, g.nodes[n].type) for n in vg.order}
     workers = max_workers or min(4, max(1, len(vg.order)))

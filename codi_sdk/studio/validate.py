@@ -96,9 +96,9 @@ def validate_graph(
         except Exception as exc:
             problems.append(Problem("invalid_params", name, f"node type {spec.type!r} rejected its params: {exc}"))
             continue
-        bad = [f"{where} ({p.type!r})" for where, p in ports.items() if p.type not in types]
-        if bad:
-            problems.append(Problem("unknown_type", name, f"port type unknown for {', '.join(bad)}; known types: {', '.join(sorted(types))}"))
+        unknown = [f"{where} ({p.type!r})" for where, p in ports.items() if p.type not in types]
+        if unknown:
+            problems.append(Problem("unknown_type", name, f"port type unknown for {', '.join(unknown)}; known types: {', '.join(sorted(types))}"))
         nodes[name] = node
         if check_services:
             try:
@@ -109,25 +109,26 @@ def validate_graph(
     edges: list[Edge] = []
     upstream: dict[str, set[str]] = {name: set() for name in graph.nodes}
 
-    def source_type(where: str, ref: str) -> tuple[str | None, tuple[str, str | None] | None, str | None]:
-        """(type, resolved (source, port), problem message) of a source reference."""
+    def source_type(where: str, ref: str) -> tuple[str | None, tuple[str, str | None] | None, tuple[str, str] | None]:
+        """(type, resolved (source, port), (problem code, message)) of a source reference."""
         src, port = graph.resolve(ref)
         if port is None:
             return graph.inputs[src].type, (src, None), None
         if src not in graph.nodes:
             return None, None, (
+                "unknown_reference",
                 f"{where} refers to {ref!r}, but there is no node or graph input called {src!r}; "
                 f"nodes: {', '.join(graph.nodes) or 'none'}; graph inputs: {', '.join(graph.inputs) or 'none'}"
             )
         if src not in nodes:  # its own problem is already reported
-            return None, None, ""
+            return None, None, None
         outs = nodes[src].output_ports()
         if port == "":
             if len(outs) != 1:
-                return None, None, f"{where} refers to node {src!r} without a port, but it has {len(outs)} output ports ({', '.join(outs)}); write '{src}.<port>'"
+                return None, None, ("unknown_port", f"{where} refers to node {src!r} without a port, but it has {len(outs)} output ports ({', '.join(outs)}); write '{src}.<port>'")
             port = next(iter(outs))
         if port not in outs:
-            return None, None, f"{where} refers to {ref!r}, but node {src!r} has no output port {port!r}; its output ports: {', '.join(outs) or 'none'}"
+            return None, None, ("unknown_port", f"{where} refers to {ref!r}, but node {src!r} has no output port {port!r}; its output ports: {', '.join(outs) or 'none'}")
         return outs[port].type, (src, port), None
 
     for name, spec in graph.nodes.items():
@@ -145,10 +146,10 @@ def validate_graph(
                 problems.append(Problem("invalid_params", name, f"input port {port_name!r} takes one source, got {len(ref_list)}"))
                 continue
             for ref in ref_list:
-                typ, resolved, msg = source_type(f"input port {port_name!r}", ref)
+                typ, resolved, bad = source_type(f"input port {port_name!r}", ref)
                 if resolved is None:
-                    if msg:
-                        problems.append(Problem("unknown_reference" if "no node or graph input" in msg else "unknown_port", name, msg))
+                    if bad:
+                        problems.append(Problem(bad[0], name, bad[1]))
                     continue
                 if not compatible(typ, port.type):
                     problems.append(Problem(
@@ -176,10 +177,10 @@ def validate_graph(
         if ref in graph.inputs:
             problems.append(Problem("unknown_reference", None, f"graph output {out_name!r} refers to graph input {ref!r}; outputs must come from a node port"))
             continue
-        typ, resolved, msg = source_type(f"graph output {out_name!r}", ref)
+        typ, resolved, bad = source_type(f"graph output {out_name!r}", ref)
         if resolved is None:
-            if msg:
-                problems.append(Problem("unknown_reference" if "no node or graph input" in msg else "unknown_port", None, msg))
+            if bad:
+                problems.append(Problem(bad[0], None, bad[1]))
             continue
         outputs[out_name] = (resolved[0], resolved[1])
 

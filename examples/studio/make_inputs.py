@@ -46,16 +46,12 @@ def photo() -> None:
 
 
 def toyworld_video() -> None:
-    """Red (220, 40, 40) circle of radius 4.5 px moving right 2 px per frame, ToyWorld v1 rules."""
-    r, cy, x0 = 4.5, 16.0, 7.0
-    ys, xs = np.mgrid[0:32, 0:32] + 0.5
-    frames = []
-    for t in range(8):
-        cx = x0 + 2 * t
-        frame = np.zeros((32, 32, 3), np.uint8)
-        frame[(xs - cx) ** 2 + (ys - cy) ** 2 <= r * r] = (220, 40, 40)
-        frames.append(Image.fromarray(frame))
-    frames[0].save(HERE / "red_circle_right.gif", save_all=True, append_images=frames[1:], duration=250, loop=0)
+    """A ToyWorld video (shared/TOYWORLD.md rules): a red circle moving right, 8 frames of 32x32."""
+    from codi_sdk.toyworld import Scene, render_video
+
+    frames = render_video(Scene("red", "circle", "right"), np.random.default_rng(0))
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(HERE / "red_circle_right.gif", save_all=True, append_images=images[1:], duration=250, loop=0)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ class SpeechRecognition(NodeType):
         language: str | None = Field("en", description="spoken language code, or null to detect it")
         beam_size: int = Field(5, ge=1)
         compute_type: str = "int8"
-        cpu_threads: int = Field(0, ge=0, description="0: CTranslate2's default")
+        cpu_threads: int | None = Field(None, ge=1, description="CTranslate2 threads; default: the CPU cores, at most 4")
 
     def check(self) -> None:
         require_module("faster_whisper", self.name, "faster-whisper")
@@ -60,12 +60,13 @@ class SpeechRecognition(NodeType):
     def _model(self) -> Any:
         p = self.params
         path = p.model or bundled_whisper_model()
+        threads = p.cpu_threads or min(4, os.cpu_count() or 1)  # more threads than cores only adds contention
 
         def load() -> Any:
             WhisperModel = import_module("faster_whisper").WhisperModel
-            return WhisperModel(path, device="cpu", compute_type=p.compute_type, cpu_threads=p.cpu_threads)
+            return WhisperModel(path, device="cpu", compute_type=p.compute_type, cpu_threads=threads)
 
-        return cached(("whisper", path, p.compute_type, p.cpu_threads), load)
+        return cached(("whisper", path, p.compute_type, threads), load)
 
     def run(self, inputs: dict[str, Any]) -> dict[str, Any]:
         audio: AudioOutput = inputs["speech"]

@@ -208,6 +208,8 @@ class AudioDiffuser(Diffuser):
 
         ``sample=False`` takes the posterior mode (deterministic); ``True`` draws from it.
         """
+        if batch.ndim != 2:
+            raise ValueError(f"expected waveforms [B, N], got shape {tuple(batch.shape)}")
         dist = self.vae.encode(self.mel_image(batch)).latent_dist
         return self._scale(dist.sample(generator) if sample else dist.mode())
 
@@ -255,7 +257,8 @@ class AudioDiffuser(Diffuser):
             )
         if env is not None and not self.joint_available:
             raise ValueError("joint attention is unavailable: this UNet has no cross-attention layer to attach it to")
-        kwargs = {"env": env} if env is not None else None
+        kwargs = {"env": env.to(self.dtype)} if env is not None else None
+        context = context.to(self.dtype)
         if self.conditioning == "class_labels":
             return self.unet(z_t, t, encoder_hidden_states=None, class_labels=context.mean(1), cross_attention_kwargs=kwargs).sample
         return self.unet(z_t, t, encoder_hidden_states=context, cross_attention_kwargs=kwargs).sample
@@ -264,14 +267,15 @@ class AudioDiffuser(Diffuser):
     def vae_loss(
         self,
         batch: torch.Tensor,
-        kl_weight: float = 1e-4,
+        kl_weight: float = 1e-6,
         vocoder_frames: int = 32,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """VAE and vocoder loss on waveforms ``[B, 16000]``: ``dict(loss, rec, kl, voc)``.
 
         ``rec``: L1 between the normalised mel image and its reconstruction; ``kl``: KL of the
-        posterior per latent element (weighted by ``kl_weight``); ``voc``: the vocoder, on a random
+        posterior to N(0, I) summed over a latent and divided by the mel image's size, so
+        ``kl_weight`` means what it does in the LDM recipe (1e-6, as the image plugin); ``voc``: the vocoder, on a random
         crop of ``vocoder_frames`` frames of the *true* log-mel, scored by the L1 between log-mels of
         its output and of the true waveform plus a multi-resolution STFT loss. VAE and vocoder have
         disjoint parameters and the vocoder sees the true mel, so the sum trains both independently.
@@ -282,7 +286,7 @@ class AudioDiffuser(Diffuser):
         posterior = self.vae.encode(x).latent_dist
         recon = self.vae.decode(posterior.sample(generator)).sample
         rec = (recon.float() - x.float()).abs().mean()
-        kl = posterior.kl().mean() / math.prod(self.latent_shape)
+        kl = posterior.kl().mean() / x[0].numel()
         loss = rec + kl_weight * kl
         voc = torch.zeros((), device=self.device)
         if self.vocoder is not None:
@@ -322,30 +326,40 @@ class AudioDiffuser(Diffuser):
             atomic_write_text(root / "scheduler" / "scheduler_config.json", json.dumps(self._scheduler_config, indent=2))
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "AudioDiffuser":
-        """Load a folder written by :meth:`save_pretrained` or a diffusers AudioLDM folder.
+    def from_pretrained(
+        cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None, env_dim: int = ENV_DIM
+    ) -> "AudioDiffuser":
+        """Load a folder written by :meth:`save_pretrained` or a diffusers AudioLDM folder (in eval mode).
 
-        ``vae/`` and ``unet/`` are required. Without ``vae/mel_config.json`` the front end is
-        AudioLDM's (raw log-mel into the VAE). Without ``vocoder/``, decoding falls back to
-        Griffin-Lim (warned). Without ``env_encoder/`` or ``joint/`` (a real AudioLDM folder), new
-        untrained ones are built: the joint attention starts at zero, so outputs are AudioLDM's.
+        ``vae/`` and ``unet/`` are required; only safetensors are read. Without
+        ``vae/mel_config.json`` the front end is AudioLDM's (raw log-mel into the VAE). Without
+        ``vocoder/``, decoding falls back to Griffin-Lim (warned). Without ``env_encoder/`` or
+        ``joint/`` (a real AudioLDM folder), new untrained ones are built with ``env_dim``
+        features (warned): the joint attention starts at zero, so outputs are AudioLDM's.
         """
         root = Path(path)
         for part in ("vae", "unet"):
             if not (root / part / "config.json").is_file():
                 raise WeightsNotFoundError(f"no {part}/config.json in {root}: an audio weights folder needs vae/ and unet/ "
                                            "(and vocoder/; env_encoder/ and joint/ are optional)")
-        vae = AutoencoderKL.from_pretrained(root / "vae")
+        kw: dict[str, Any] = {"use_safetensors": True}
+        if torch_dtype is not None:
+            kw["torch_dtype"] = torch_dtype
+        vae = AutoencoderKL.from_pretrained(root / "vae", **kw)
         mel_file = root / "vae" / MelSpectrogram.config_name
         mel = MelSpectrogram.from_config(MelSpectrogram.load_config(root / "vae")) if mel_file.is_file() else MelSpectrogram()
-        unet = UNet2DConditionModel.from_pretrained(root / "unet")
+        unet = UNet2DConditionModel.from_pretrained(root / "unet", **kw)
         vocoder = None
         if (root / "vocoder" / "config.json").is_file():
-            vocoder = SpeechT5HifiGan.from_pretrained(root / "vocoder")
+            vocoder = SpeechT5HifiGan.from_pretrained(root / "vocoder", **kw)
         else:
             logger.warning("no vocoder/ in %s: audio will be decoded with Griffin-Lim (lower quality)", root)
-        env_encoder = EnvironmentEncoder.from_pretrained(root / "env_encoder") if (root / "env_encoder" / "config.json").is_file() else None
-        joint, env_dim = None, ENV_DIM
+        env_encoder = None
+        if (root / "env_encoder" / "config.json").is_file():
+            env_encoder = EnvironmentEncoder.from_pretrained(root / "env_encoder", **kw)
+        else:
+            logger.warning("no env_encoder/ in %s: the audio environment encoder is new and untrained", root)
+        joint = None
         if (root / "joint" / "config.json").is_file():
             joint = load_joint_attention(unet, root / "joint")
             env_dim = json.loads((root / "joint" / "config.json").read_text())["env_dim"]
@@ -353,7 +367,10 @@ class AudioDiffuser(Diffuser):
         scheduler_config = None
         if scheduler_file.is_file():
             scheduler_config = {k: v for k, v in json.loads(scheduler_file.read_text()).items() if not k.startswith("_")}
-        return cls(vae, unet, env_encoder, joint, vocoder, mel, env_dim=env_dim, scheduler_config=scheduler_config)
+        model = cls(vae, unet, env_encoder, joint, vocoder, mel, env_dim=env_dim, scheduler_config=scheduler_config)
+        if torch_dtype is not None:
+            model.to(torch_dtype)
+        return model.eval()
 
 
 @contextlib.contextmanager

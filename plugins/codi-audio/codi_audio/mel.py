@@ -113,21 +113,23 @@ class MelSpectrogram(nn.Module, ConfigMixin):
             lm = fit_frames(lm, num_frames, self.silence)
         return self.normalize(lm)[:, None]
 
-    def mel_to_magnitude(self, log_mel: torch.Tensor, nnls_iters: int = 50) -> torch.Tensor:
+    def mel_to_magnitude(self, log_mel: torch.Tensor, nnls_iters: int = 0) -> torch.Tensor:
         """Approximate linear magnitude ``[B, n_freq, T]`` from log-mel ``[B, T, n_mels]`` (for Griffin-Lim).
 
-        Starts from the filterbank's pseudo-inverse clamped at zero, then refines it with
-        ``nnls_iters`` multiplicative non-negative least-squares updates
-        ``s <- s * (M^T mel) / (M^T M s)``, which keep ``s >= 0`` and move energy back towards the
-        filters' common support: a sine's reconstructed pitch lands within a few Hz instead of
-        on the nearest filter centre (~20 Hz off below 1 kHz).
+        The filterbank's pseudo-inverse applied to ``exp(log_mel)``, clamped at zero. A sine comes
+        back as a narrow band whose centre is within ~10 Hz of the original below 1 kHz (the mel
+        bands there are ~46 Hz apart). ``nnls_iters`` > 0 refines it by multiplicative
+        non-negative least-squares updates ``s <- s * (M^T mel) / (M^T M s)``: a sine's centre
+        lands within ~5 Hz, but harmonic patterns above ~1 kHz get worse (on ToyWorld sounds the
+        timbre probe drops from ~90 % to ~77 % at 50 iterations), so the default is 0.
         """
-        basis = self.mel_basis.float()
         mel = torch.exp(log_mel.float()).transpose(1, 2)
-        s = torch.clamp(torch.matmul(self.mel_pinv.float(), mel), min=0.0) + 1e-6
-        target = torch.matmul(basis.T, mel)
-        for _ in range(nnls_iters):
-            s = s * target / (torch.matmul(basis.T, torch.matmul(basis, s)) + 1e-12)
+        s = torch.clamp(torch.matmul(self.mel_pinv.float(), mel), min=0.0)
+        if nnls_iters > 0:
+            basis = self.mel_basis.float()
+            s, target = s + 1e-6, torch.matmul(basis.T, mel)  # strictly positive start for the updates
+            for _ in range(nnls_iters):
+                s = s * target / (torch.matmul(basis.T, torch.matmul(basis, s)) + 1e-12)
         return s
 
 

@@ -167,12 +167,7 @@ class AudioModality(Modality):
             )
         return array.mean(axis=channel_axis)
 
-    # -- weights ------------------------------------------------------------------------------
-    def default_weights(self) -> Path | None:
-        """``codi_audio/weights/toyworld`` if the package ships it, else ``None``."""
-        folder = Path(__file__).parent / "weights" / "toyworld"
-        return folder if folder.is_dir() else None
-
+    # -- weights (shipped: codi_audio/weights/toyworld, found by Modality.default_weights) --------
     def load_encoder(self, path: str | os.PathLike | None = None):
         """The CLAP-style prompt encoder from ``<path>/encoder`` (default: shipped weights)."""
         from .encoder import AudioEncoder

@@ -207,8 +207,32 @@ def build_official_component(target: str) -> nn.Module:
     return builders[cls_name]()
 
 
+def load_official_component(root, target: str, *, dtype: torch.dtype | None = None) -> nn.Module:
+    """Load folder ``target`` (e.g. ``"audio/unet"``, ``"audio/vocoder"``) of a converted weights root."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import SpeechT5HifiGan
+
+    from codi_sdk.errors import WeightsNotFoundError
+    from codi_sdk.official.connectors import OfficialEnvironmentEncoder2D, OfficialJointAttention
+    from codi_sdk.official.profile import COMPONENTS
+
+    folder = Path(root) / target
+    if not (folder / "config.json").is_file():
+        raise WeightsNotFoundError(f"no converted component {target!r} in {root} (run `codi convert-official`)")
+    cls = {
+        "UNet2DConditionModel": UNet2DConditionModel, "AutoencoderKL": AutoencoderKL, "SpeechT5HifiGan": SpeechT5HifiGan,
+        "AudioLDMMel": AudioLDMMel, "OfficialEnvironmentEncoder2D": OfficialEnvironmentEncoder2D,
+        "OfficialJointAttention": OfficialJointAttention, "CoDiCLAPAudioEncoder": CoDiCLAPAudioEncoder,
+    }[COMPONENTS[target].class_name.split(":")[1]]
+    if COMPONENTS[target].library == "transformers":
+        return cls.from_pretrained(folder, dtype=dtype) if dtype else cls.from_pretrained(folder)
+    return cls.from_pretrained(folder, torch_dtype=dtype) if dtype else cls.from_pretrained(folder)
+
+
 OFFICIAL_TARGETS: tuple[str, ...] = (
     "audio/unet", "audio/vae", "audio/vocoder", "audio/mel", "audio/env_encoder", "audio/joint", "audio/encoder",
 )
 
-__all__ = ["AudioLDMMel", "CoDiCLAPAudioEncoder", "build_official_component", "OFFICIAL_TARGETS"]
+__all__ = ["AudioLDMMel", "CoDiCLAPAudioEncoder", "build_official_component", "load_official_component", "OFFICIAL_TARGETS"]

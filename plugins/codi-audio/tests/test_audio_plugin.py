@@ -62,7 +62,26 @@ def test_griffin_lim_reconstructs_a_sine_within_a_few_hz():
     log_mel = mel.log_mel(torch.from_numpy(sine(440.0))[None])
     wave = griffin_lim(mel.mel_to_magnitude(log_mel), mel, 16000)[0].numpy()
     assert wave.shape == (16000,)
-    assert abs(fundamental(wave) - 440.0) < 6.0
+    assert abs(fundamental(wave) - 440.0) < 10.0  # mel bands are ~46 Hz apart here
+    refined = griffin_lim(mel.mel_to_magnitude(log_mel, nnls_iters=50), mel, 16000)[0].numpy()
+    assert abs(fundamental(refined) - 440.0) < 4.0
+
+
+def test_griffin_lim_fallback_keeps_toyworld_pitch_and_envelope():
+    from codi_sdk.toyworld.probes import probe_audio
+    from codi_sdk.toyworld.render import render_audio
+    from codi_sdk.toyworld.scenes import Scene
+
+    scenes = [Scene("red", "circle", "left"), Scene("green", "square", "right"), Scene("blue", "triangle", "up"),
+              Scene("yellow", "circle", "down")]
+    rng = np.random.default_rng(0)
+    waves = torch.tensor(np.stack([render_audio(s, rng) for s in scenes]), dtype=torch.float32)
+    mel = MelSpectrogram()
+    rebuilt = griffin_lim(mel.mel_to_magnitude(mel.log_mel(waves)), mel, 16000)
+    reads = [probe_audio(wave) for wave in rebuilt.numpy()]
+    assert [r["color"] for r in reads] == [s.color for s in scenes]
+    # a steady sine may come back with some beating (read as tremolo): allow one motion miss
+    assert sum(r["motion"] == s.motion for r, s in zip(reads, scenes)) >= 3
 
 
 # -- conversion -----------------------------------------------------------------------------------
@@ -240,7 +259,7 @@ def test_audioldm_layout_folder_loads_and_matches_the_original_objects(tmp_path)
     )).eval()
     for name, part in (("vae", vae), ("unet", unet), ("vocoder", vocoder)):
         part.save_pretrained(tmp_path / name)
-    loaded = AudioDiffuser.from_pretrained(tmp_path).eval()
+    loaded = AudioDiffuser.from_pretrained(tmp_path)
     assert loaded.latent_shape == (8, 25, 16) and loaded.conditioning == "class_labels" and loaded.joint_available
     assert loaded.mel.config.shift == 0.0 and loaded.mel.config.scale == 1.0  # AudioLDM's raw log-mel
 

@@ -398,5 +398,40 @@ __all__ = [
     "CoDiCLIPVisionEncoder",
     "clip_pixels",
     "build_official_component",
+    "load_official_component",
+    "load_official_video_unet",
     "OFFICIAL_TARGETS",
 ]
+
+
+def load_official_component(root, target: str, *, dtype: torch.dtype | None = None) -> nn.Module:
+    """Load folder ``target`` (e.g. ``"image/unet"``, ``"video/temporal"``) of a converted weights root."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from codi_sdk.errors import WeightsNotFoundError
+    from codi_sdk.official.profile import COMPONENTS
+
+    folder = Path(root) / target
+    if not (folder / "config.json").is_file():
+        raise WeightsNotFoundError(f"no converted component {target!r} in {root} (run `codi convert-official`)")
+    canonical = {"video/unet": "image/unet", "video/vae": "image/vae", "video/env_encoder": "image/env_encoder",
+                 "video/joint": "image/joint", "video/encoder": "image/encoder"}.get(target, target)
+    cls = {
+        "UNet2DConditionModel": UNet2DConditionModel, "AutoencoderKL": AutoencoderKL,
+        "OfficialJointAttention": OfficialJointAttention, "CoDiCLIPVisionEncoder": CoDiCLIPVisionEncoder,
+        "CoDiVideoTemporalLayers": CoDiVideoTemporalLayers, "CoDiVideoEnvironmentEncoder": CoDiVideoEnvironmentEncoder,
+    }[COMPONENTS[canonical].class_name.split(":")[1]]
+    if cls is CoDiCLIPVisionEncoder:
+        return cls.from_pretrained(folder, dtype=dtype) if dtype else cls.from_pretrained(folder)
+    return cls.from_pretrained(folder, torch_dtype=dtype) if dtype else cls.from_pretrained(folder)
+
+
+def load_official_video_unet(root, *, dtype: torch.dtype | None = None, joint: bool = True) -> CoDiVideoUNet:
+    """The official image/video denoiser from a converted root: UNet + video layers (+ joint layers)."""
+    return CoDiVideoUNet(
+        load_official_component(root, "video/unet", dtype=dtype),
+        load_official_component(root, "video/temporal", dtype=dtype),
+        load_official_component(root, "video/joint", dtype=dtype) if joint else None,
+    )

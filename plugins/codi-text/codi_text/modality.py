@@ -7,7 +7,6 @@ the frozen anchor that every other modality's encoder is aligned to.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +14,13 @@ from codi_sdk.io import atomic_write_text
 from codi_sdk.modality import Modality
 from codi_sdk.outputs import TextOutput
 
-from .tokenizer import MAX_TOKENS
+from .tokenizer import MAX_TOKENS, count_words
 
 #: Longest accepted text, in words and punctuation marks: what fits the models' positions
 #: together with ``[BOS]`` and ``[EOS]``.
 MAX_WORDS = MAX_TOKENS - 2
 #: A ``str`` is read as a file path only if it names an existing ``.txt`` file of at most this length.
 _MAX_PATH_CHARS = 4096
-
-
-@lru_cache(maxsize=1)
-def _pre_tokenizer():
-    from .tokenizer import build_toyworld_tokenizer
-
-    return build_toyworld_tokenizer().backend_tokenizer
 
 
 class TextModality(Modality):
@@ -79,8 +71,11 @@ class TextModality(Modality):
         return self._checked(text, f" in {file}")
 
     def save(self, sample: Any, path: str | os.PathLike) -> Path:
-        """Write the text (plus a final newline) to a ``.txt`` file atomically."""
-        text = self.convert(sample)
+        """Write the text (plus a final newline) to a ``.txt`` file atomically.
+
+        A ``str`` is written as it is, even empty (a generation may be); anything else goes
+        through :meth:`convert` first."""
+        text = sample if isinstance(sample, str) else self.convert(sample)
         target = Path(path)
         if target.suffix.lower() not in self.extensions:
             raise self.invalid(f"cannot save text as {target.suffix or 'no extension'!r}; use {', '.join(self.extensions)}")
@@ -88,13 +83,14 @@ class TextModality(Modality):
         return target
 
     def to_output(self, sample: Any) -> TextOutput:
-        return TextOutput(modality=self.name, text=self.convert(sample))
+        """Wrap a text (as generated: a ``str``, possibly empty) in a :class:`TextOutput`."""
+        return TextOutput(modality=self.name, text=sample if isinstance(sample, str) else self.convert(sample))
 
     def _checked(self, text: str, where: str = "") -> str:
         text = text.strip()
         if not text:
             raise self.invalid(f"empty or whitespace-only text{where}")
-        words = len(_pre_tokenizer().pre_tokenizer.pre_tokenize_str(text))
+        words = count_words(text)
         if words > MAX_WORDS:
             raise self.invalid(f"text{where} is too long: {words} words and punctuation marks, at most {MAX_WORDS}")
         return text
@@ -108,11 +104,6 @@ class TextModality(Modality):
         )
 
     # -- weights ------------------------------------------------------------------------------
-    def default_weights(self) -> Path | None:
-        """``codi_text/weights/toyworld`` if the package ships it, else ``None``."""
-        folder = Path(__file__).parent / "weights" / "toyworld"
-        return folder if folder.is_dir() else None
-
     def load_encoder(self, path: str | os.PathLike | None = None):
         """The prompt encoder from ``path/encoder`` (default: shipped weights), or from ``path``
         itself when it is a CLIP text folder."""

@@ -256,6 +256,27 @@ def build_official_component(target: str) -> nn.Module:
     return builders[cls_name]()
 
 
+def load_official_component(root, target: str, *, dtype: torch.dtype | None = None) -> nn.Module:
+    """Load folder ``target`` (e.g. ``"text/unet"``, ``"text/vae/decoder"``) of a converted weights root."""
+    from pathlib import Path
+
+    from codi_sdk.errors import WeightsNotFoundError
+    from codi_sdk.official.connectors import OfficialEnvironmentEncoder0D
+    from codi_sdk.official.profile import COMPONENTS
+
+    folder = Path(root) / target
+    if not (folder / "config.json").is_file():
+        raise WeightsNotFoundError(f"no converted component {target!r} in {root} (run `codi convert-official`)")
+    cls = {
+        "CoDiTextUNet": CoDiTextUNet, "OfficialEnvironmentEncoder0D": OfficialEnvironmentEncoder0D,
+        "OfficialJointAttention": OfficialJointAttention, "OptimusBertEncoder": OptimusBertEncoder,
+        "OptimusGPT2Decoder": OptimusGPT2Decoder, "CoDiCLIPTextEncoder": CoDiCLIPTextEncoder,
+    }[COMPONENTS[target].class_name.split(":")[1]]
+    if COMPONENTS[target].library == "transformers":
+        return cls.from_pretrained(folder, dtype=dtype) if dtype else cls.from_pretrained(folder)
+    return cls.from_pretrained(folder, torch_dtype=dtype) if dtype else cls.from_pretrained(folder)
+
+
 OFFICIAL_TARGETS: tuple[str, ...] = (
     "text/unet", "text/env_encoder", "text/joint", "text/vae/encoder", "text/vae/decoder", "text/encoder",
 )
@@ -266,5 +287,6 @@ __all__ = [
     "OptimusGPT2Decoder",
     "CoDiCLIPTextEncoder",
     "build_official_component",
+    "load_official_component",
     "OFFICIAL_TARGETS",
 ]

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # transformers is imported on use, so that plugin discovery stays fast
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 #: Special tokens, in id order. ``[EOS]`` must not have id 2: transformers' CLIP text model treats
 #: ``eos_token_id == 2`` as a legacy config and would pool at the highest id instead of at ``[EOS]``.
@@ -42,7 +45,16 @@ VOCABULARY: tuple[str, ...] = SPECIAL_TOKENS + TEMPLATE_WORDS + COLORS + SHAPES 
 MAX_TOKENS = 32
 
 
-def build_toyworld_tokenizer(max_length: int = MAX_TOKENS) -> PreTrainedTokenizerFast:
+def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Whitespace()  # words (\w+) and runs of punctuation
+
+
+def count_words(text: str) -> int:
+    """Words and punctuation marks in ``text``, as the ToyWorld tokenizer splits it."""
+    return len(_pre_tokenizer().pre_tokenize_str(text))
+
+
+def build_toyworld_tokenizer(max_length: int = MAX_TOKENS) -> "PreTrainedTokenizerFast":
     """A new ToyWorld word-level tokenizer (``[PAD]`` = 0, ``[UNK]`` = 1, ``[BOS]`` = 2, ``[EOS]`` = 3).
 
     Example:
@@ -50,12 +62,14 @@ def build_toyworld_tokenizer(max_length: int = MAX_TOKENS) -> PreTrainedTokenize
         >>> tok("A red circle moving left").input_ids
         [2, 4, 15, 19, 10, 22, 3]
     """
+    from transformers import PreTrainedTokenizerFast
+
     vocab = {word: i for i, word in enumerate(VOCABULARY)}
     if len(vocab) != len(VOCABULARY):
         raise AssertionError("duplicate word in the ToyWorld vocabulary")
     backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     backend.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase(), normalizers.Strip()])
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()  # words and runs of punctuation
+    backend.pre_tokenizer = _pre_tokenizer()
     backend.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
     )
@@ -76,6 +90,8 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
     Works for the ToyWorld tokenizer (``tokenizer.json`` + ``tokenizer_config.json``) and for real
     ones (bert-base-cased, gpt2, CLIP) through ``AutoTokenizer``.
     """
+    from transformers import AutoTokenizer
+
     folder = Path(path)
     if not has_tokenizer(folder):
         raise FileNotFoundError(

@@ -16,9 +16,16 @@ As in Optimus (Li et al. 2020), which CoDi uses for text:
   describes: the ``L`` latent tokens, each projected to the GPT-2 width, are a *prefix* that every
   generated token attends to (the "memory" injection), and a projection of the whole latent is added
   to every word embedding (the "embedding" injection);
-* **loss** — ELBO with a small ``kl_beta`` and Optimus' per-dimension free bits ``kl_free_bits``
-  (KL below that many nats per latent dimension is not penalised), so the decoder cannot ignore
-  the latent and ToyWorld captions are reconstructed exactly.
+* **loss** — ELBO with ``kl_beta`` and Optimus' per-dimension free bits ``kl_free_bits`` (the
+  batch-mean KL of a latent dimension is not penalised below that many nats), so the decoder cannot
+  ignore the latent and ToyWorld captions are reconstructed exactly. Defaults ``kl_beta=0.5``,
+  ``kl_free_bits=2.0``: measured on all 243 ToyWorld captions (batch 32, AdamW 3e-3), 2 nats per
+  dimension (64 for the latent) reconstructs 100 % of them after 600 steps, while 0.5 or 1.0 nats
+  per dimension hold the latent to 16 or 32 nats and reach 12 % or 30 %. In that run the posterior
+  kept a standard deviation of about 0.12 per dimension around means spread about 0.6, and 99.6 %
+  of captions still decoded exactly with Gaussian noise of 0.1 added to the mean: the robustness to
+  error in a generated latent that the diffusion model needs (set ``scaling_factor`` to about
+  1 / 0.6 after training).
 
 :class:`TextVAE` is a diffusers ``ModelMixin``/``ConfigMixin``: its folder holds ``config.json``
 (the BERT and GPT-2 configs nested in it), ``diffusion_pytorch_model.safetensors`` and the
@@ -88,10 +95,12 @@ def toyworld_gpt2_config(vocab_size: int = len(VOCABULARY)) -> dict[str, Any]:
 class TextVAE(ModelMixin, ConfigMixin):
     """Text <-> latent ``[B, latent_channels, latent_length]``.
 
-    ``TextVAE()`` is the untrained ToyWorld configuration with the ToyWorld tokenizer. For real
-    pretrained parts use :meth:`from_bert_gpt2`. ``scaling_factor`` plays the role it has in
-    diffusers' ``AutoencoderKL``: the diffuser multiplies latents by it so they have about unit
-    variance (set it after training the VAE).
+    ``TextVAE()`` is the untrained ToyWorld configuration with the ToyWorld tokenizer
+    (``encoder_config``/``decoder_config`` ``None``: the tiny BERT and GPT-2 of
+    :func:`toyworld_bert_config` and :func:`toyworld_gpt2_config`). For real pretrained parts use
+    :meth:`from_bert_gpt2`. The tokenizers are not part of the config: they are saved next to it.
+    ``scaling_factor`` plays the role it has in diffusers' ``AutoencoderKL``: the diffuser
+    multiplies latents by it so they have about unit variance (set it after training the VAE).
 
     Example:
         >>> vae = TextVAE()
@@ -107,7 +116,7 @@ class TextVAE(ModelMixin, ConfigMixin):
         latent_channels: int = 4,
         latent_length: int = 8,
         kl_beta: float = 0.5,
-        kl_free_bits: float = 0.5,
+        kl_free_bits: float = 2.0,
         max_new_tokens: int = 16,
         scaling_factor: float = 1.0,
         encoder_pooling: str = "mean",
@@ -152,8 +161,9 @@ class TextVAE(ModelMixin, ConfigMixin):
         ``[B, C, L]``), wrapped like ``AutoencoderKL.encode``'s output."""
         from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKLOutput
 
+        texts = list(texts)
         batch = self.encoder_tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.encoder.config.max_position_embeddings,
+            texts, padding=True, truncation=True, max_length=self.encoder.config.max_position_embeddings,
             return_tensors="pt",
         ).to(self.device)
         out = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
@@ -271,10 +281,13 @@ class TextVAE(ModelMixin, ConfigMixin):
             self.encoder_tokenizer.save_pretrained(str(folder / ENCODER_TOKENIZER_DIR))
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "TextVAE":
-        """Load a folder written by :meth:`save_pretrained` (local folders only; strict)."""
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs: Any
+    ) -> "TextVAE":
+        """Load a folder written by :meth:`save_pretrained` (local folders only; strict), in
+        ``torch_dtype`` if given."""
         if kwargs:
-            raise TypeError(f"TextVAE.from_pretrained takes no options, got {sorted(kwargs)}")
+            raise TypeError(f"TextVAE.from_pretrained takes only torch_dtype, got {sorted(kwargs)}")
         folder = Path(pretrained_model_name_or_path)
         if not (folder / "config.json").is_file() or not (folder / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"{folder} is not a text VAE folder: expected config.json and {WEIGHTS_NAME}")
@@ -284,6 +297,8 @@ class TextVAE(ModelMixin, ConfigMixin):
         decoder_tok = load_tokenizer(folder)
         encoder_dir = folder / ENCODER_TOKENIZER_DIR
         model.set_tokenizers(load_tokenizer(encoder_dir) if has_tokenizer(encoder_dir) else decoder_tok, decoder_tok)
+        if torch_dtype is not None:
+            model.to(torch_dtype)
         return model.eval()
 
     @classmethod
