@@ -109,6 +109,14 @@ class Modality(ABC):
     def init_diffuser(self) -> "Diffuser":
         """A new, untrained diffuser in the ToyWorld configuration (for training)."""
 
+    def render_toyworld(self, scene, rng) -> Any:
+        """A canonical sample of a ToyWorld ``scene`` (``rng``: a numpy Generator).
+
+        Only modalities that ToyWorld does not render itself need this: ``codi train toyworld``
+        uses it to make (text, m) training pairs for a new modality.
+        """
+        raise NotImplementedError(f"modality {self.name!r} has no ToyWorld renderer (Modality.render_toyworld)")
+
     # -- helpers for subclasses -----------------------------------------------------------------
     def invalid(self, what: str) -> InvalidInputError:
         """An InvalidInputError that names this modality and what it accepts."""

@@ -94,3 +94,29 @@ def test_bad_stage_is_refused():
 
     res = CliRunner().invoke(app, ["train", "toyworld", "--out", "x", "--stage", "4"])
     assert res.exit_code == 2 and "accepted: all, 1, 2, 3" in res.output
+
+
+@pytest.mark.slow
+def test_a_new_modality_trains_against_a_frozen_base_run(tmp_path):
+    """`--base RUN --modalities audio`: the bridge and image are adopted unchanged, only audio trains."""
+    from typer.testing import CliRunner
+
+    from codi_sdk.cli import app
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(TINY))
+    base = tmp_path / "base"
+    res = CliRunner().invoke(app, ["train", "toyworld", "--out", str(base), "--modalities", "text,image", "--recipe", str(recipe)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "new"
+    res = CliRunner().invoke(app, ["train", "toyworld", "--out", str(out), "--base", str(base), "--modalities", "audio", "--recipe", str(recipe)])
+    assert res.exit_code == 0, res.output
+    state = json.loads((out / "state.json").read_text())
+    trained = {k for k, v in state["done"].items() if v["final"]}
+    assert trained == {"1-align-audio", "2-vae-audio", "2-unet-audio", "3-joint-audio"}
+    for comp in ("encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors"):
+        for m in ("text", "image"):
+            files = list((base / m).rglob(comp.split("/")[-1]))
+            assert files, (m, comp)
+            for f in files:
+                assert f.read_bytes() == (out / m / f.relative_to(base / m)).read_bytes(), f

@@ -23,6 +23,7 @@ def toyworld(
     seed: int = typer.Option(0, "--seed"),
     recipe: Path = typer.Option(None, "--recipe", help="JSON file overriding ToyWorldRecipe fields."),
     ship: bool = typer.Option(False, "--ship", help="Copy the trained weights into the installed plugin packages."),
+    base: str = typer.Option(None, "--base", help="'shipped' or a run folder: adopt every modality not in --modalities from it, frozen."),
 ) -> None:
     """Train every installed modality on ToyWorld (resumable: rerun the same command to continue)."""
     from ..training.recipe import ToyWorldRecipe
@@ -39,12 +40,25 @@ def toyworld(
             raise typer.Exit(2)
     fields = json.loads(recipe.read_text()) if recipe else {}
     fields.update(scale=scale, seed=seed)
-    trainer = ToyWorldTrainer(out, ToyWorldRecipe(**fields), modalities=[m for m in modalities.split(",") if m] or None)
+    chosen = [m for m in modalities.split(",") if m]
+    if base is not None and not chosen:
+        typer.echo("error: --base needs --modalities (the modalities to train against the adopted ones)", err=True)
+        raise typer.Exit(2)
+    from ..registry import get_registry
+
+    everything = None
+    if base is not None:  # the chosen modalities plus every installed one the base has weights for
+        reg = get_registry()
+        has = (lambda m: reg.get(m).default_weights() is not None) if base == "shipped" else (lambda m: (Path(base) / m).is_dir())
+        everything = [m for m in reg.names() if m in chosen or has(m)]
+    trainer = ToyWorldTrainer(out, ToyWorldRecipe(**fields), modalities=everything or chosen or None)
+    if base is not None:
+        trainer.adopt_base(base, [m for m in trainer.modalities if m not in chosen])
     state = trainer.run(sorted(stages))
     if trainer.accelerator.is_main_process:
         typer.echo(json.dumps(state["done"], indent=2))
         if ship:
-            for m in trainer.modalities:
+            for m in [m for m in trainer.modalities if m not in trainer.frozen]:
                 target = trainer.registry.get(m).shipped_weights_dir()
                 tmp = target.with_name(target.name + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)

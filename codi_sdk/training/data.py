@@ -48,8 +48,12 @@ class Pairs:
         return len(self.captions)
 
 
-def render_pairs(modality: str, n: int, seed: int = 0, progress: bool = True) -> Pairs:
-    """Render ``n`` training pairs (full caption, partial caption, sample) of ``modality``."""
+def render_pairs(modality: str, n: int, seed: int = 0, progress: bool = True, renderer=None) -> Pairs:
+    """Render ``n`` training pairs (full caption, partial caption, sample) of ``modality``.
+
+    ToyWorld renders text, image, video and audio itself; for any other modality pass
+    ``renderer(scene, rng) -> canonical sample`` (the trainer uses ``Modality.render_toyworld``).
+    """
     caps, keys, parts, pkeys, samples = [], [], [], [], []
     for i in tqdm(range(n), desc=f"render {modality}", disable=not progress, leave=False):
         scene = scene_at("train", i, seed)
@@ -58,7 +62,9 @@ def render_pairs(modality: str, n: int, seed: int = 0, progress: bool = True) ->
         text, named = partial_caption(scene, item_rng("train", i, "partial", seed))
         parts.append(text)
         pkeys.append(key_of(scene, named))
-        if modality != "text":
+        if renderer is not None:
+            samples.append(torch.as_tensor(renderer(scene, item_rng("train", i, "generate", seed))))
+        elif modality != "text":
             samples.append(to_canonical(modality, render(modality, scene, item_rng("train", i, modality, seed))))
     stacked = torch.stack(samples) if samples else None
     return Pairs(modality, caps, keys, parts, pkeys, stacked)

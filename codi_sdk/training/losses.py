@@ -117,10 +117,11 @@ class JointLoss(nn.Module):
     """Stage 3: two streams (text and m) denoised together, each attending to the other's
     environment, plus a contrastive loss that aligns the two environment encodings.
 
-    The denoisers are frozen; only the environment encoders and the joint-attention layers learn.
+    The denoisers are frozen; only the environment encoders and the joint-attention layers learn
+    (only the other stream's, with ``train_text=False``: a new modality joining a trained bridge).
     """
 
-    def __init__(self, text: Diffuser, other: Diffuser, contrastive_weight: float = 0.1):
+    def __init__(self, text: Diffuser, other: Diffuser, contrastive_weight: float = 0.1, train_text: bool = True):
         super().__init__()
         from diffusers import DDPMScheduler
 
@@ -128,10 +129,12 @@ class JointLoss(nn.Module):
         self.logit_scale = LogitScale()
         self.contrastive_weight = contrastive_weight
         self.noise = DDPMScheduler.from_config(DEFAULT_SCHEDULER_CONFIG)
-        for d in (text, other):
+        for d in (text, other) if train_text else (other,):
             d.requires_grad_(False)
             d.env_encoder.requires_grad_(True)
             d.joint.requires_grad_(True)
+        if not train_text:  # a new modality learns against the frozen bridge's environment
+            text.requires_grad_(False)
 
     def forward(self, text_latents, other_latents, contexts, keys):
         b = text_latents.shape[0]

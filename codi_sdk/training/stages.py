@@ -24,6 +24,7 @@ from .loop import LossLog, fit, sample_indices
 from .recipe import ToyWorldRecipe
 
 BRIDGE = "text"
+TOYWORLD_NATIVE = ("text", "image", "video", "audio")
 
 
 class ToyWorldTrainer:
@@ -49,6 +50,7 @@ class ToyWorldTrainer:
         self.state_path = self.out / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}, "recipe": self.recipe.model_dump()}
         self._pairs: dict[str, Pairs] = {}
+        self.frozen: set[str] = set()  # modalities adopted from a base run: never trained here
 
     # -- bookkeeping --------------------------------------------------------------------------------
     def _mark(self, name: str, losses: dict[str, float], seconds: float) -> None:
@@ -63,8 +65,29 @@ class ToyWorldTrainer:
 
     def pairs(self, m: str) -> Pairs:
         if m not in self._pairs:
-            self._pairs[m] = render_pairs(m, self.recipe.n_pairs.get(m, 2000), self.recipe.seed, self.progress)
+            renderer = None if m in TOYWORLD_NATIVE else self.registry.get(m).render_toyworld
+            self._pairs[m] = render_pairs(m, self.recipe.n_pairs.get(m, 2000), self.recipe.seed, self.progress, renderer)
         return self._pairs[m]
+
+    def adopt_base(self, base: str | os.PathLike, names: Iterable[str]) -> None:
+        """Start from already trained modalities: copy each one's weights folder (``base/<m>``, or the
+        plugin's shipped weights when ``base == "shipped"``) into ``out`` and record its sub-stages as
+        done, so only the other modalities are trained — against a frozen bridge."""
+        import shutil
+
+        for m in names:
+            if self.done(f"2-unet-{m}"):
+                continue
+            src = self.registry.get(m).resolve_weights(None if str(base) == "shipped" else Path(base) / m)
+            if self.accelerator.is_main_process:
+                shutil.copytree(src, self.out / m, dirs_exist_ok=True)
+            self.accelerator.wait_for_everyone()
+            stages = [f"2-vae-{m}", f"2-unet-{m}"] + ([] if m == BRIDGE else [f"1-align-{m}", f"3-joint-{m}"])
+            for name in stages:
+                self._mark(name, {}, 0.0)
+            self.frozen.add(m)
+        if BRIDGE in self.frozen:
+            self._mark("1-align-image", {}, 0.0)
 
     def _fit(self, name: str, objective, batches, steps: int, lr: float) -> None:
         t0 = time.time()
@@ -96,7 +119,9 @@ class ToyWorldTrainer:
         r = self.recipe
         first = "image" if "image" in self.modalities else next(m for m in self.modalities if m != BRIDGE)
         name = f"1-align-{first}"
-        if not self.done(name):
+        if BRIDGE in self.frozen:
+            first = BRIDGE  # the bridge is already aligned: align every other encoder to it
+        elif not self.done(name):
             text_enc = self.registry.get(BRIDGE).init_encoder().to(dev)
             enc = self.registry.get(first).init_encoder().to(dev)
             p = self.pairs(first)
@@ -225,9 +250,11 @@ class ToyWorldTrainer:
                 return {"text_latents": text_lat[idx].to(dev), "other_latents": lat[idx].to(dev),
                         "contexts": ctx.to(dev), "keys": [p.keys[i] for i in idx]}
 
-            self._fit(name, JointLoss(text_d, d), batches, r.steps(r.joint_steps, m, 300), r.joint_lr)
+            train_text = BRIDGE not in self.frozen
+            self._fit(name, JointLoss(text_d, d, train_text=train_text), batches, r.steps(r.joint_steps, m, 300), r.joint_lr)
             self._save(d, self.out / m)
-            self._save(text_d, self.out / BRIDGE)
+            if train_text:
+                self._save(text_d, self.out / BRIDGE)
 
     # -- everything -----------------------------------------------------------------------------------
     def run(self, stages: Iterable[int] = (1, 2, 3)) -> dict:

@@ -15,6 +15,7 @@ Output, as for every encoder: ``pooled`` = L2-normalised projection ``[B, 64]``,
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from codi_sdk.encoder import Encoder, EncoderOutput
 from codi_sdk.errors import WeightsNotFoundError
 
 from .mel import MelSpectrogram
+
+logger = logging.getLogger(__name__)
 
 #: The ToyWorld configuration of the CLAP audio tower (~0.13 M parameters).
 TOYWORLD_CLAP_CONFIG = dict(
@@ -91,6 +94,13 @@ class AudioEncoder(Encoder):
         folder = Path(path)
         if not (folder / "config.json").is_file():
             raise WeightsNotFoundError(f"no audio encoder in {folder}: expected config.json + model.safetensors")
-        clap = ClapAudioModelWithProjection.from_pretrained(folder)
-        mel = MelSpectrogram.from_config(MelSpectrogram.load_config(folder)) if (folder / MelSpectrogram.config_name).is_file() else MelSpectrogram()
+        clap = ClapAudioModelWithProjection.from_pretrained(folder, use_safetensors=True)
+        if (folder / MelSpectrogram.config_name).is_file():
+            mel = MelSpectrogram.from_config(MelSpectrogram.load_config(folder))
+        else:
+            logger.warning(
+                "no %s in %s: assuming the AudioLDM 16 kHz / 64-mel front end; LAION CLAP checkpoints "
+                "expect CLAP's own 48 kHz features instead (see codi_audio.official)", MelSpectrogram.config_name, folder
+            )
+            mel = MelSpectrogram()
         return cls(clap, mel)

@@ -169,10 +169,13 @@ class AudioModality(Modality):
 
     # -- weights (shipped: codi_audio/weights/toyworld, found by Modality.default_weights) --------
     def load_encoder(self, path: str | os.PathLike | None = None):
-        """The CLAP-style prompt encoder from ``<path>/encoder`` (default: shipped weights)."""
+        """The CLAP-style prompt encoder from ``<path>/encoder``, or from ``path`` itself when it is
+        an encoder folder (``config.json`` at its top); default: the shipped weights."""
         from .encoder import AudioEncoder
 
         folder = self.resolve_weights(path)
+        if not (folder / "encoder" / "config.json").is_file() and (folder / "config.json").is_file():
+            return AudioEncoder.from_pretrained(folder)
         return AudioEncoder.from_pretrained(folder / "encoder")
 
     def load_diffuser(self, path: str | os.PathLike | None = None):
