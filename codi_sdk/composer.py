@@ -75,7 +75,8 @@ class Composer:
     Args:
         registry: the modality registry (default: the installed plugins).
         weights: per-modality weights folders (default: each plugin's shipped weights).
-        device, dtype: where the models run (default CPU, float32), as in diffusers.
+        device: where the models run (default CPU), as in diffusers.
+        dtype: the models' dtype (default float32).
     """
 
     def __init__(

@@ -31,6 +31,11 @@ def eval_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the input renderings and of generation."),
     batch_size: int = typer.Option(16, "--batch-size", help="Items per generate() call."),
     out: Path = typer.Option(Path("out/eval"), "--out", "-o", help="Folder for results.json, results.md, heatmap.png."),
+    steps: int = typer.Option(25, "--steps", help="Sampling steps (compose, cascade, independent)."),
+    guidance: float = typer.Option(4.0, "--guidance", help="Guidance scale (compose, cascade, independent)."),
+    weights_dir: Optional[Path] = typer.Option(
+        None, "--weights-dir", help="A training run folder (OUT of `codi train`) to evaluate instead of the shipped weights."
+    ),
 ) -> None:
     """Generate for each task, probe the outputs, and write accuracy, joint coherence and a heatmap."""
     from ..errors import CodiError
@@ -44,7 +49,13 @@ def eval_cmd(
         generator = "compose"
     try:
         task_list = parse_tasks(tasks)
-        gen = get_generator(generator)
+        kwargs = {}
+        if generator in ("compose", "cascade", "independent"):
+            from ..composer import Composer
+
+            folders = {m: weights_dir / m for m in ("text", "image", "video", "audio") if (weights_dir / m).is_dir()} if weights_dir else None
+            kwargs = {"composer": Composer(weights=folders), "steps": steps, "guidance": guidance}
+        gen = get_generator(generator, **kwargs)
         results = evaluate(gen, task_list, split=split, n=n, seed=seed, batch_size=batch_size, progress=True)
         paths = write_results(results, out)
     except CodiError as exc:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from codi_sdk.errors import InvalidInputError
 from codi_sdk.modality import COMPONENTS, Modality
 from codi_sdk.outputs import AudioOutput
 
@@ -97,7 +96,11 @@ class AudioModality(Modality):
 
     def to_output(self, sample: Any) -> AudioOutput:
         """Wrap a sample in an :class:`~codi_sdk.outputs.AudioOutput` (float32 numpy, 16 kHz)."""
-        wave = self.convert(sample)
+        if isinstance(sample, torch.Tensor) and sample.ndim == 1 and sample.is_floating_point() and sample.numel() > 0 \
+                and bool(torch.isfinite(sample).all()) and float(sample.abs().max()) <= 1.0:
+            wave = sample.detach().float().cpu()  # a generated waveform keeps its length (official CoDi: 10.24 s)
+        else:
+            wave = self.convert(sample)
         return AudioOutput(modality=self.name, waveform=wave.numpy(), sample_rate=SAMPLE_RATE)
 
     def _from_array(self, value: Any, rate: Any) -> torch.Tensor:
@@ -170,7 +173,17 @@ class AudioModality(Modality):
     # -- weights (shipped: codi_audio/weights/toyworld, found by Modality.default_weights) --------
     def load_encoder(self, path: str | os.PathLike | None = None):
         """The CLAP-style prompt encoder from ``<path>/encoder``, or from ``path`` itself when it is
-        an encoder folder (``config.json`` at its top); default: the shipped weights."""
+        an encoder folder (``config.json`` at its top); default: the shipped weights.
+        A folder written by ``codi convert-official`` (or its ``audio/`` sub-folder) gives the official
+        CoDi encoder (``codi_audio.official_diffuser``).
+        """
+        from codi_sdk.official.folder import official_folder
+
+        official = official_folder(path, self.name)
+        if official is not None:  # written by `codi convert-official`
+            from .official_diffuser import OfficialAudioEncoder
+
+            return OfficialAudioEncoder.from_official(official)
         from .encoder import AudioEncoder
 
         folder = self.resolve_weights(path)
@@ -179,7 +192,17 @@ class AudioModality(Modality):
         return AudioEncoder.from_pretrained(folder / "encoder")
 
     def load_diffuser(self, path: str | os.PathLike | None = None):
-        """The diffuser from ``path``: ours, or a diffusers AudioLDM folder (``vae/``, ``unet/``, ``vocoder/``)."""
+        """The diffuser from ``path``: ours, or a diffusers AudioLDM folder (``vae/``, ``unet/``, ``vocoder/``).
+        A folder written by ``codi convert-official`` (or its ``audio/`` sub-folder) gives the official
+        CoDi diffuser (``codi_audio.official_diffuser``).
+        """
+        from codi_sdk.official.folder import official_folder
+
+        official = official_folder(path, self.name)
+        if official is not None:  # written by `codi convert-official`
+            from .official_diffuser import OfficialAudioDiffuser
+
+            return OfficialAudioDiffuser.from_official(official)
         from .diffuser import AudioDiffuser
 
         return AudioDiffuser.from_pretrained(self.resolve_weights(path))

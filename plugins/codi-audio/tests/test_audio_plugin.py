@@ -240,6 +240,8 @@ def test_own_save_and_from_pretrained_round_trip_identically(tmp_path, modality)
         assert torch.equal(loaded.environment(z, t), diffuser.environment(z, t))
         assert torch.equal(loaded.decode(z[:1])[0], diffuser.decode(z[:1])[0])
         assert torch.equal(loaded_encoder(waves).pooled, encoder(waves).pooled)
+        direct = modality.load_encoder(tmp_path / "encoder").eval()  # an encoder folder itself
+        assert torch.equal(direct(waves).pooled, encoder(waves).pooled)
     assert loaded.mel.config.shift == -4.5 and loaded.mel.config.scale == 3.0
 
 

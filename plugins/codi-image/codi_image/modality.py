@@ -182,7 +182,17 @@ class ImageModality(Modality):
     # -- weights ------------------------------------------------------------------------------
     def load_encoder(self, path: str | os.PathLike | None = None) -> "ImageEncoder":
         """The prompt encoder from ``path``: its ``encoder/`` or ``image_encoder/`` subfolder, or
-        ``path`` itself if it is a CLIP folder (e.g. CLIP ViT-L/14). Default: shipped weights."""
+        ``path`` itself if it is a CLIP folder (e.g. CLIP ViT-L/14). Default: shipped weights.
+        A folder written by ``codi convert-official`` (or its ``image/`` sub-folder) gives the official
+        CoDi encoder (``codi_image.official_diffuser``).
+        """
+        from codi_sdk.official.folder import official_folder
+
+        official = official_folder(path, self.name)
+        if official is not None:  # written by `codi convert-official`
+            from .official_diffuser import OfficialImageEncoder
+
+            return OfficialImageEncoder.from_official(official)
         from .encoder import ImageEncoder
 
         root = self.resolve_weights(path)
@@ -195,7 +205,17 @@ class ImageModality(Modality):
         )
 
     def load_diffuser(self, path: str | os.PathLike | None = None) -> "ImageDiffuser":
-        """The diffuser from ``path`` (our folder, or a diffusers SD 1.5 folder). Default: shipped weights."""
+        """The diffuser from ``path`` (our folder, or a diffusers SD 1.5 folder). Default: shipped weights.
+        A folder written by ``codi convert-official`` (or its ``image/`` sub-folder) gives the official
+        CoDi diffuser (``codi_image.official_diffuser``).
+        """
+        from codi_sdk.official.folder import official_folder
+
+        official = official_folder(path, self.name)
+        if official is not None:  # written by `codi convert-official`
+            from .official_diffuser import OfficialImageDiffuser
+
+            return OfficialImageDiffuser.from_official(official)
         from .diffuser import ImageDiffuser
 
         return ImageDiffuser.from_pretrained(self.resolve_weights(path))

@@ -251,7 +251,11 @@ class CoDiVideoEnvironmentEncoder(OfficialEnvironmentEncoder2D):
         temporal_heads: int | None = 8,
         temporal_dim_head_divisor: int | None = 4,
     ):
-        super().__init__(in_channels, model_channels, channel_mult, layers_per_level, out_channels, temb_channels)
+        # pass every argument on: the base's register_to_config would otherwise record the temporal ones as None
+        super().__init__(
+            in_channels, model_channels, channel_mult, layers_per_level, out_channels, temb_channels,
+            temporal_heads, temporal_dim_head_divisor,
+        )
         self.temporals = nn.ModuleList(
             SpatioTemporalBlock(r.out_channels, r.out_channels // temporal_dim_head_divisor, temporal_heads) for r in self.resnets
         )

@@ -106,7 +106,17 @@ class TextModality(Modality):
     # -- weights ------------------------------------------------------------------------------
     def load_encoder(self, path: str | os.PathLike | None = None):
         """The prompt encoder from ``path/encoder`` (default: shipped weights), or from ``path``
-        itself when it is a CLIP text folder."""
+        itself when it is a CLIP text folder.
+        A folder written by ``codi convert-official`` (or its ``text/`` sub-folder) gives the official
+        CoDi encoder (``codi_text.official_diffuser``).
+        """
+        from codi_sdk.official.folder import official_folder
+
+        official = official_folder(path, self.name)
+        if official is not None:  # written by `codi convert-official`
+            from .official_diffuser import OfficialTextEncoder
+
+            return OfficialTextEncoder.from_official(official)
         from .encoder import TextEncoder
 
         root = self.resolve_weights(path)
@@ -114,7 +124,17 @@ class TextModality(Modality):
         return TextEncoder.from_pretrained(folder)
 
     def load_diffuser(self, path: str | os.PathLike | None = None):
-        """The diffuser from a folder holding ``vae/``, ``unet/``, ``env_encoder/`` (and ``joint/``)."""
+        """The diffuser from a folder holding ``vae/``, ``unet/``, ``env_encoder/`` (and ``joint/``).
+        A folder written by ``codi convert-official`` (or its ``text/`` sub-folder) gives the official
+        CoDi diffuser (``codi_text.official_diffuser``).
+        """
+        from codi_sdk.official.folder import official_folder
+
+        official = official_folder(path, self.name)
+        if official is not None:  # written by `codi convert-official`
+            from .official_diffuser import OfficialTextDiffuser
+
+            return OfficialTextDiffuser.from_official(official)
         from .diffuser import TextDiffuser
 
         return TextDiffuser.from_pretrained(self.resolve_weights(path))

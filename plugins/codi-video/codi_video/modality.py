@@ -255,7 +255,17 @@ class VideoModality(Modality):
         return folder if folder.is_dir() else None
 
     def load_encoder(self, path: str | os.PathLike | None = None) -> "VideoEncoder":
-        """The prompt encoder from ``path/encoder`` (default: shipped weights)."""
+        """The prompt encoder from ``path/encoder`` (default: shipped weights).
+        A folder written by ``codi convert-official`` (or its ``video/`` sub-folder) gives the official
+        CoDi encoder (``codi_video.official_diffuser``).
+        """
+        from codi_sdk.official.folder import official_folder
+
+        official = official_folder(path, self.name)
+        if official is not None:  # written by `codi convert-official`
+            from .official_diffuser import OfficialVideoEncoder
+
+            return OfficialVideoEncoder.from_official(official)
         from .encoder import VideoEncoder
 
         root = self.resolve_weights(path)
@@ -268,7 +278,17 @@ class VideoModality(Modality):
     def load_diffuser(self, path: str | os.PathLike | None = None) -> "VideoDiffuser":
         """The diffuser from ``path`` (``vae/``, ``unet/`` + ``unet/temporal/``, ``env_encoder/``,
         ``joint/``). Default: shipped weights. To inflate an image folder use
-        ``VideoDiffuser.from_image_pretrained``."""
+        ``VideoDiffuser.from_image_pretrained``.
+        A folder written by ``codi convert-official`` (or its ``video/`` sub-folder) gives the official
+        CoDi diffuser (``codi_video.official_diffuser``).
+        """
+        from codi_sdk.official.folder import official_folder
+
+        official = official_folder(path, self.name)
+        if official is not None:  # written by `codi convert-official`
+            from .official_diffuser import OfficialVideoDiffuser
+
+            return OfficialVideoDiffuser.from_official(official)
         from .diffuser import VideoDiffuser
 
         return VideoDiffuser.from_pretrained(self.resolve_weights(path))
