@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml constraints.txt .ci/apt-packages.txt .ci/pip-no-deps.tx
 
 demo: setup
 	$(CODI) plugins
+	$(PY) -m codi_sdk.demo
 
 test: setup
 	$(PY) -m pytest -q

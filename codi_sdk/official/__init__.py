@@ -6,10 +6,13 @@ and the ``codi-official`` profile (schedule, latent scales and shapes) that ``co
 * :mod:`~codi_sdk.official.convert` — :func:`convert_official` and ``codi convert-official``;
 * :mod:`~codi_sdk.official.profile` — per-modality schedule/scale/latent-shape data and folder configs;
 * :mod:`~codi_sdk.official.connectors` — official joint attention and environment encoders;
-* :mod:`~codi_sdk.official.unet` — runs a diffusers UNet with the official connectors/video layers.
+* :mod:`~codi_sdk.official.unet` — runs a diffusers UNet with the official connectors/video layers;
+* :mod:`~codi_sdk.official.folder` — recognises a converted root (``codi_official.json``);
+* :mod:`~codi_sdk.official.diffuser` — :class:`OfficialDiffuser`, the base of the plugins' official diffusers.
 
 The real-size module classes of each modality live in the plugins: ``codi_image.official``,
-``codi_audio.official``, ``codi_text.official``.
+``codi_audio.official``, ``codi_text.official``; the ``Diffuser``/``Encoder`` classes that
+``compose`` runs on a converted root in ``codi_<modality>.official_diffuser``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ _LAZY = {
     "SCHEDULER_CONFIG": "codi_sdk.official.profile",
     "OfficialJointAttention": "codi_sdk.official.connectors",
     "joint_environment": "codi_sdk.official.connectors",
+    "official_folder": "codi_sdk.official.folder",
+    "OfficialFolder": "codi_sdk.official.folder",
+    "OfficialDiffuser": "codi_sdk.official.diffuser",
 }
 
 __all__ = list(_LAZY)

@@ -73,7 +73,7 @@ class OfficialDiffuser(Diffuser):
         z = z_t.to(self.dtype)
         return self.env_encoder(z, self.time_embedding(t, z.shape[0]))
 
-    def _check(self, z_t: torch.Tensor, context: torch.Tensor, env: torch.Tensor | None) -> None:
+    def _check(self, context: torch.Tensor, env: torch.Tensor | None) -> None:
         if context.shape[-1] != self.context_dim:
             raise InvalidInputError(
                 f"the official {self.modality} denoiser takes {self.context_dim}-d prompt contexts, got {context.shape[-1]}-d: "

@@ -12,9 +12,9 @@ class ToyWorldRecipe(BaseModel):
     scale: float = Field(1.0, gt=0, description="multiplies every step count (tests use tiny values)")
     n_pairs: dict[str, int] = {"text": 4000, "image": 6000, "video": 2000, "audio": 3000}
     # Stage 1: bridging alignment.
-    align_steps: dict[str, int] = {"image": 800, "video": 500, "audio": 600}
-    align_batch: int = 96
-    align_lr: float = 1e-3
+    align_steps: dict[str, int] = {"image": 600, "video": 900, "audio": 500}
+    align_batch: dict[str, int] | int = {"image": 64, "video": 32, "audio": 64}
+    align_lr: dict[str, float] | float = {"image": 1e-3, "video": 2e-3, "audio": 1e-3}
     # Stage 2: VAE then denoiser, per modality.
     vae_steps: dict[str, int] = {"text": 1200, "image": 1500, "video": 0, "audio": 1500}
     vae_batch: dict[str, int] = {"text": 64, "image": 32, "video": 4, "audio": 16}
@@ -30,13 +30,18 @@ class ToyWorldRecipe(BaseModel):
     joint_lr: float = 5e-4
     checkpoint_every: int = 250
 
-    @field_validator("n_pairs", "vae_batch", "unet_batch", "joint_batch")
+    @field_validator("n_pairs", "align_batch", "vae_batch", "unet_batch", "joint_batch")
     @classmethod
-    def _positive(cls, v: dict[str, int]) -> dict[str, int]:
-        bad = {k: n for k, n in v.items() if n <= 0}
+    def _positive(cls, v: dict[str, int] | int) -> dict[str, int] | int:
+        bad = {k: n for k, n in (v.items() if isinstance(v, dict) else [("all", v)]) if n <= 0}
         if bad:
             raise ValueError(f"must be > 0: {bad}")
         return v
+
+    @staticmethod
+    def per(value: dict | int | float, modality: str, default):
+        """A per-modality setting: ``value[modality]`` (else ``default``), or ``value`` for all."""
+        return value.get(modality, default) if isinstance(value, dict) else value
 
     def steps(self, table: dict[str, int], modality: str, default: int = 0) -> int:
         n = table.get(modality, default)

@@ -127,8 +127,9 @@ class ToyWorldTrainer:
             p = self.pairs(first)
 
             def batches(step):
-                idx = self._rank_indices(len(p), r.align_batch, step)
-                para = self._rank_indices(len(p), r.align_batch, step + 10**6)
+                bs = r.per(r.align_batch, first, 64)
+                idx = self._rank_indices(len(p), bs, step)
+                para = self._rank_indices(len(p), bs, step + 10**6)
                 return {
                     "captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
                     "samples": p.samples[idx].to(dev),
@@ -136,7 +137,7 @@ class ToyWorldTrainer:
                     "paraphrase_keys": [p.partial_keys[i] if k % 2 else p.keys[i] for k, i in enumerate(para)],
                 }
 
-            self._fit(name, AlignmentLoss(text_enc, enc, train_text=True), batches, r.steps(r.align_steps, first, 500), r.align_lr)
+            self._fit(name, AlignmentLoss(text_enc, enc, train_text=True), batches, r.steps(r.align_steps, first, 500), r.per(r.align_lr, first, 1e-3))
             self._save(text_enc, self.out / BRIDGE / "encoder")
             self._save(enc, self.out / first / "encoder")
         for m in self.modalities:
@@ -146,11 +147,11 @@ class ToyWorldTrainer:
             enc = self.registry.get(m).init_encoder().to(dev)
             p = self.pairs(m)
 
-            def batches(step, p=p):
-                idx = self._rank_indices(len(p), r.align_batch, step)
+            def batches(step, p=p, bs=r.per(r.align_batch, m, 64)):
+                idx = self._rank_indices(len(p), bs, step)
                 return {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx], "samples": p.samples[idx].to(dev)}
 
-            self._fit(f"1-align-{m}", AlignmentLoss(text_enc, enc, train_text=False), batches, r.steps(r.align_steps, m, 500), r.align_lr)
+            self._fit(f"1-align-{m}", AlignmentLoss(text_enc, enc, train_text=False), batches, r.steps(r.align_steps, m, 500), r.per(r.align_lr, m, 1e-3))
             self._save(enc, self.out / m / "encoder")
 
     # -- stage 2 ------------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class OfficialAudioDiffuser(OfficialDiffuser):
         return time_embedding(self.unet, t, batch, self.dtype, self.device)
 
     def denoise(self, z_t: torch.Tensor, t, context: torch.Tensor, env: torch.Tensor | None = None) -> torch.Tensor:
-        self._check(z_t, context, env)
+        self._check(context, env)
         out = unet2d_forward(
             self.unet, z_t.to(self.dtype), t, context.to(self.dtype), env=env, joint=self.joint if env is not None else None
         )

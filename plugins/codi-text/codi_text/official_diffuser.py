@@ -157,7 +157,7 @@ class OfficialTextDiffuser(OfficialDiffuser):
         return self.unet.time_embed(t, batch, self.dtype, self.device)
 
     def denoise(self, z_t: torch.Tensor, t, context: torch.Tensor, env: torch.Tensor | None = None) -> torch.Tensor:
-        self._check(z_t, context, env)
+        self._check(context, env)
         out = self.unet(z_t.to(self.dtype), t, context.to(self.dtype), env=env, joint=self.joint if env is not None else None)
         return out.to(z_t.dtype)
 
