@@ -96,3 +96,22 @@ class OfficialDiffuser(Diffuser):
 
     def save_pretrained(self, path) -> None:
         raise CodiError("official CoDi folders are written by `codi convert-official`, not by save_pretrained")
+
+
+class OfficialUNet2DDiffuser(OfficialDiffuser):
+    """An official diffuser whose denoiser is a ``UNet2DConditionModel`` run by
+    :func:`~codi_sdk.official.unet.unet2d_forward` (the image and audio diffusers)."""
+
+    def time_embedding(self, t, batch: int) -> torch.Tensor:
+        from .unet import time_embedding
+
+        return time_embedding(self.unet, t, batch, self.dtype, self.device)
+
+    def denoise(self, z_t: torch.Tensor, t, context: torch.Tensor, env: torch.Tensor | None = None) -> torch.Tensor:
+        from .unet import unet2d_forward
+
+        self._check(context, env)
+        out = unet2d_forward(
+            self.unet, z_t.to(self.dtype), t, context.to(self.dtype), env=env, joint=self.joint if env is not None else None
+        )
+        return out.to(z_t.dtype)

@@ -17,9 +17,8 @@ import torch
 from torch import nn
 
 from codi_sdk.encoder import Encoder, EncoderOutput
-from codi_sdk.official.diffuser import OfficialDiffuser
+from codi_sdk.official.diffuser import OfficialUNet2DDiffuser
 from codi_sdk.official.folder import OfficialFolder
-from codi_sdk.official.unet import time_embedding, unet2d_forward
 
 from .official import load_official_component
 
@@ -36,7 +35,7 @@ def _spatial(sample_size: Any) -> tuple[int, int]:
     return int(sample_size), int(sample_size)
 
 
-class OfficialAudioDiffuser(OfficialDiffuser):
+class OfficialAudioDiffuser(OfficialUNet2DDiffuser):
     """Official CoDi audio diffusion: AudioLDM VAE + HiFi-GAN + audio UNet (+ environment, joint).
 
     ``decode`` returns float32 waveforms ``[N]`` at 16 kHz (163 840 samples = 10.24 s for the
@@ -93,16 +92,6 @@ class OfficialAudioDiffuser(OfficialDiffuser):
             scale_factor=folder.info["scale_factor"],
             scheduler_config=folder.scheduler_config,
         ).eval()
-
-    def time_embedding(self, t, batch: int) -> torch.Tensor:
-        return time_embedding(self.unet, t, batch, self.dtype, self.device)
-
-    def denoise(self, z_t: torch.Tensor, t, context: torch.Tensor, env: torch.Tensor | None = None) -> torch.Tensor:
-        self._check(context, env)
-        out = unet2d_forward(
-            self.unet, z_t.to(self.dtype), t, context.to(self.dtype), env=env, joint=self.joint if env is not None else None
-        )
-        return out.to(z_t.dtype)
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         """16 kHz waveforms ``[B, N]`` -> scaled latents (AudioLDM log-mel, VAE posterior mean × 0.9228)."""

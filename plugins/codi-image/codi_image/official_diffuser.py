@@ -21,9 +21,8 @@ import torch
 from torch import nn
 
 from codi_sdk.encoder import Encoder, EncoderOutput
-from codi_sdk.official.diffuser import OfficialDiffuser
+from codi_sdk.official.diffuser import OfficialUNet2DDiffuser
 from codi_sdk.official.folder import OfficialFolder
-from codi_sdk.official.unet import time_embedding, unet2d_forward
 
 from .official import clip_pixels, load_official_component
 
@@ -45,7 +44,7 @@ def _optional(folder: OfficialFolder, name: str, dtype: torch.dtype | None) -> n
     return load_part(folder, name, dtype) if folder.has(name) else None
 
 
-class OfficialImageDiffuser(OfficialDiffuser):
+class OfficialImageDiffuser(OfficialUNet2DDiffuser):
     """Official CoDi image diffusion: VAE + UNet (+ environment encoder and joint layers).
 
     Latents are ``[B, 4, H/8, W/8]`` (``(4, 32, 32)`` for 256×256 images), scaled by 0.18215.
@@ -93,16 +92,6 @@ class OfficialImageDiffuser(OfficialDiffuser):
             scale_factor=folder.info["scale_factor"],
             scheduler_config=folder.scheduler_config,
         ).eval()
-
-    def time_embedding(self, t, batch: int) -> torch.Tensor:
-        return time_embedding(self.unet, t, batch, self.dtype, self.device)
-
-    def denoise(self, z_t: torch.Tensor, t, context: torch.Tensor, env: torch.Tensor | None = None) -> torch.Tensor:
-        self._check(context, env)
-        out = unet2d_forward(
-            self.unet, z_t.to(self.dtype), t, context.to(self.dtype), env=env, joint=self.joint if env is not None else None
-        )
-        return out.to(z_t.dtype)
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         """Images ``[B, 3, H, W]`` in [-1, 1] -> scaled latents (the posterior mean × 0.18215)."""
