@@ -52,7 +52,7 @@ def test_two_cpu_processes_keep_identical_parameters(tmp_path):
 
 TINY = {
     "n_pairs": {"text": 48, "image": 48, "audio": 24},
-    "align_steps": {"image": 2, "audio": 2}, "align_batch": 8,
+    "bridge_steps": 2, "align_steps": {"image": 2, "audio": 2}, "align_batch": 8,
     "vae_steps": {"text": 2, "image": 2, "audio": 2}, "vae_batch": {"text": 8, "image": 4, "audio": 2},
     "unet_steps": {"text": 2, "image": 2, "audio": 2}, "unet_batch": {"text": 8, "image": 4, "audio": 2},
     "joint_steps": {"image": 2, "audio": 2}, "joint_batch": {"image": 4, "audio": 2},
@@ -74,7 +74,7 @@ def test_codi_train_runs_all_stages_writes_loadable_weights_and_resumes(tmp_path
     assert res.exit_code == 0, res.output
     state = json.loads((out / "state.json").read_text())
     assert set(state["done"]) == {
-        "1-align-image", "1-align-audio", "2-vae-text", "2-unet-text", "2-vae-image", "2-unet-image",
+        "1-bridge-image", "1-align-image", "1-align-audio", "2-vae-text", "2-unet-text", "2-vae-image", "2-unet-image",
         "2-vae-audio", "2-unet-audio", "3-joint-image", "3-joint-audio",
     }
     assert "loss" in (out / "losses.csv").read_text()

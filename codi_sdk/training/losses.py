@@ -46,13 +46,20 @@ class AlignmentLoss(nn.Module):
 
     If ``train_text`` the text encoder learns too (the first pair, text–image, and text–text
     paraphrases); otherwise it is frozen and only ``encoder`` moves (bridging alignment).
+
+    ``pull`` weights a second term, ``1 - cos(C_m(x), C_text(caption))`` with the text side
+    detached: InfoNCE alone only orders similarities and leaves a *modality gap* (image embeddings
+    in another region of the sphere than text ones), which a denoiser trained on text embeddings
+    cannot read. Pulling each embedding onto its caption's closes the gap, so any encoder's output
+    is an in-distribution condition.
     """
 
-    def __init__(self, text_encoder: Encoder, encoder: Encoder | None, train_text: bool):
+    def __init__(self, text_encoder: Encoder, encoder: Encoder | None, train_text: bool, pull: float = 1.0):
         super().__init__()
         self.text_encoder = text_encoder
         self.encoder = encoder
         self.train_text = train_text
+        self.pull = pull
         self.logit_scale = LogitScale()
         self.text_encoder.requires_grad_(train_text)
 
@@ -65,7 +72,8 @@ class AlignmentLoss(nn.Module):
             emb = self.encoder(samples).pooled
             pos = positives_from_keys(keys, keys, text.device)
             logs["nce"] = multi_positive_info_nce(emb, text, pos, self.logit_scale())
-            loss = loss + logs["nce"]
+            logs["gap"] = 1 - F.cosine_similarity(emb, text.detach(), dim=-1).mean()
+            loss = loss + logs["nce"] + self.pull * logs["gap"]
         if paraphrases is not None:
             para = self.text_encoder(list(paraphrases)).pooled
             pos = positives_from_keys(keys, paraphrase_keys, text.device)

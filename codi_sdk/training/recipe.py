@@ -10,25 +10,26 @@ class ToyWorldRecipe(BaseModel):
 
     seed: int = 0
     scale: float = Field(1.0, gt=0, description="multiplies every step count (tests use tiny values)")
-    n_pairs: dict[str, int] = {"text": 4000, "image": 6000, "video": 2000, "audio": 3000}
-    # Stage 1: bridging alignment.
-    align_steps: dict[str, int] = {"image": 600, "video": 900, "audio": 500}
+    n_pairs: dict[str, int] = {"text": 3000, "image": 4000, "video": 1200, "audio": 2000}
+    # Stage 1: bridging alignment — text + first encoder together, then each encoder to frozen text.
+    bridge_steps: int = 600
+    align_steps: dict[str, int] = {"image": 300, "video": 700, "audio": 500}
     align_batch: dict[str, int] | int = {"image": 64, "video": 32, "audio": 64}
     align_lr: dict[str, float] | float = {"image": 1e-3, "video": 2e-3, "audio": 1e-3}
     # Stage 2: VAE then denoiser, per modality.
-    vae_steps: dict[str, int] = {"text": 1200, "image": 1500, "video": 0, "audio": 1500}
+    vae_steps: dict[str, int] = {"text": 800, "image": 1200, "video": 0, "audio": 800}
     vae_batch: dict[str, int] = {"text": 64, "image": 32, "video": 4, "audio": 16}
     vae_lr: float = 1e-3
-    unet_steps: dict[str, int] = {"text": 1500, "image": 1500, "video": 900, "audio": 1500}
-    unet_batch: dict[str, int] = {"text": 128, "image": 64, "video": 12, "audio": 32}
-    unet_lr: float = 5e-4
+    unet_steps: dict[str, int] = {"text": 1200, "image": 2200, "video": 500, "audio": 1200}
+    unet_batch: dict[str, int] = {"text": 128, "image": 64, "video": 8, "audio": 32}
+    unet_lr: float = 1e-3
     p_uncond: float = 0.1
     p_partial: float = 0.3
     # Stage 3: joint generation, per (text, m) pair.
-    joint_steps: dict[str, int] = {"image": 500, "video": 300, "audio": 500}
-    joint_batch: dict[str, int] = {"image": 64, "video": 12, "audio": 32}
+    joint_steps: dict[str, int] = {"image": 300, "video": 120, "audio": 300}
+    joint_batch: dict[str, int] = {"image": 48, "video": 8, "audio": 24}
     joint_lr: float = 5e-4
-    checkpoint_every: int = 250
+    checkpoint_every: int = 200
 
     @field_validator("n_pairs", "align_batch", "vae_batch", "unet_batch", "joint_batch")
     @classmethod

@@ -87,7 +87,7 @@ class ToyWorldTrainer:
                 self._mark(name, {}, 0.0)
             self.frozen.add(m)
         if BRIDGE in self.frozen:
-            self._mark("1-align-image", {}, 0.0)
+            self._mark("1-bridge-image", {}, 0.0)
 
     def _fit(self, name: str, objective, batches, steps: int, lr: float) -> None:
         t0 = time.time()
@@ -118,7 +118,7 @@ class ToyWorldTrainer:
         dev = self.accelerator.device
         r = self.recipe
         first = "image" if "image" in self.modalities else next(m for m in self.modalities if m != BRIDGE)
-        name = f"1-align-{first}"
+        name = f"1-bridge-{first}"
         if BRIDGE in self.frozen:
             first = BRIDGE  # the bridge is already aligned: align every other encoder to it
         elif not self.done(name):
@@ -137,14 +137,15 @@ class ToyWorldTrainer:
                     "paraphrase_keys": [p.partial_keys[i] if k % 2 else p.keys[i] for k, i in enumerate(para)],
                 }
 
-            self._fit(name, AlignmentLoss(text_enc, enc, train_text=True), batches, r.steps(r.align_steps, first, 500), r.per(r.align_lr, first, 1e-3))
+            self._fit(name, AlignmentLoss(text_enc, enc, train_text=True), batches, r.steps({first: r.bridge_steps}, first), r.per(r.align_lr, first, 1e-3))
             self._save(text_enc, self.out / BRIDGE / "encoder")
             self._save(enc, self.out / first / "encoder")
         for m in self.modalities:
-            if m in (BRIDGE, first) or self.done(f"1-align-{m}"):
+            if m == BRIDGE or self.done(f"1-align-{m}"):
                 continue
             text_enc = self.encoder(BRIDGE).eval()
-            enc = self.registry.get(m).init_encoder().to(dev)
+            # the first encoder continues from its joint training with text; the others start new
+            enc = self.encoder(m) if m == first else self.registry.get(m).init_encoder().to(dev)
             p = self.pairs(m)
 
             def batches(step, p=p, bs=r.per(r.align_batch, m, 64)):
