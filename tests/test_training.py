@@ -86,6 +86,19 @@ def test_codi_train_runs_all_stages_writes_loadable_weights_and_resumes(tmp_path
     result = composer({"text": "a red circle"}, ["image", "audio"], steps=2, seed=0, progress=False)
     assert result["image"][0].array.shape == (32, 32, 3)
 
+    # shipping stores float16 files; loading casts back, and generation barely moves
+    from safetensors.torch import load_file
+
+    from codi_sdk.training.ship import ship
+
+    shipped = {m: tmp_path / "shipped" / m for m in ("text", "image", "audio")}
+    for m, target in shipped.items():
+        ship(out / m, target)
+    assert all(v.dtype == torch.float16 for v in load_file(str(shipped["image"] / "unet" / "diffusion_pytorch_model.safetensors")).values())
+    again = Composer(weights=shipped)({"text": "a red circle"}, ["image", "audio"], steps=2, seed=0, progress=False)
+    diff = abs(again["image"][0].array.astype(int) - result["image"][0].array.astype(int))
+    assert diff.mean() < 3, diff.mean()
+
 
 def test_bad_stage_is_refused():
     from typer.testing import CliRunner

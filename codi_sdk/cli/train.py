@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import typer
@@ -24,8 +23,11 @@ def toyworld(
     recipe: Path = typer.Option(None, "--recipe", help="JSON file overriding ToyWorldRecipe fields."),
     ship: bool = typer.Option(False, "--ship", help="Copy the trained weights into the installed plugin packages."),
     base: str = typer.Option(None, "--base", help="'shipped' or a run folder: adopt every modality not in --modalities from it, frozen."),
+    eval_results: list[Path] = typer.Option([], "--eval-results", help="results.json files of `codi eval` to put on the training cards (with --ship)."),
 ) -> None:
     """Train every installed modality on ToyWorld (resumable: rerun the same command to continue)."""
+    from ..training.card import write_card
+    from ..training.ship import ship
     from ..training.recipe import ToyWorldRecipe
     from ..training.stages import ToyWorldTrainer
 
@@ -60,9 +62,6 @@ def toyworld(
         if ship:
             for m in [m for m in trainer.modalities if m not in trainer.frozen]:
                 target = trainer.registry.get(m).shipped_weights_dir()
-                tmp = target.with_name(target.name + ".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(out / m, tmp)
-                shutil.rmtree(target, ignore_errors=True)
-                tmp.rename(target)
-                typer.echo(f"shipped {m} -> {target}")
+                size = ship(out / m, target)
+                write_card(m, out, target, [json.loads(p.read_text()) for p in eval_results])
+                typer.echo(f"shipped {m} -> {target} ({size / 1e6:.1f} MB, float16)")

@@ -105,10 +105,10 @@ class ToyWorldTrainer:
 
     # -- loading what earlier stages wrote ----------------------------------------------------------
     def encoder(self, m: str) -> Encoder:
-        return self.registry.get(m).load_encoder(self.out / m).to(self.accelerator.device)
+        return self.registry.get(m).load_encoder(self.out / m).to(self.accelerator.device, torch.float32)
 
     def diffuser(self, m: str) -> Diffuser:
-        return self.registry.get(m).load_diffuser(self.out / m).to(self.accelerator.device)
+        return self.registry.get(m).load_diffuser(self.out / m).to(self.accelerator.device, torch.float32)
 
     # -- stage 1 ------------------------------------------------------------------------------------
     def train_alignment(self) -> None:

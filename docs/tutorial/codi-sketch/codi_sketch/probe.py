@@ -28,15 +28,16 @@ def as_gray(sample: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().float().numpy()
     x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.floating):
+        x = (np.clip(np.nan_to_num(x), -1.0, 1.0) + 1.0) * 127.5
+    x = x.astype(np.float64)
     if x.ndim == 3 and x.shape[0] == 1:
         x = x[0]
     elif x.ndim == 3 and x.shape[-1] in (1, 3):
         x = x.mean(axis=-1)
     if x.ndim != 2 or x.size == 0:
         raise InvalidInputError(f"a sketch is (H, W), (H, W, 1|3) or [1, H, W]; got shape {x.shape}")
-    if np.issubdtype(x.dtype, np.floating):
-        return (np.clip(np.nan_to_num(x), -1.0, 1.0) + 1.0) * 127.5
-    return x.astype(np.float64)
+    return x
 
 
 def filled_shape(sample: Any) -> np.ndarray | None:

@@ -1,0 +1,63 @@
+"""Training cards: what shipped weights are, how they were trained, and how well they do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..io import atomic_write_text
+
+
+def _tasks_touching(modality: str, results: dict) -> list[dict]:
+    return [t for t in results.get("tasks", []) if modality in t["inputs"] or modality in t["outputs"]]
+
+
+def training_card(modality: str, run: Path, eval_results: list[dict] | None = None) -> str:
+    """Markdown card for one modality of a training run (``run/state.json`` + optional evaluations)."""
+    state = json.loads((run / "state.json").read_text())
+    recipe = state.get("recipe", {})
+    lines = [
+        f"# Training card — codi-{modality}, ToyWorld weights",
+        "",
+        "Trained by `codi train toyworld --stage all` (codi-sdk's own training code) on ToyWorld v1",
+        "(procedural, generated on the fly; training split only: no held-out colour–shape pair).",
+        "",
+        f"- seed: {recipe.get('seed')}",
+        f"- files: {', '.join(sorted(p.name for p in (run / modality).iterdir() if p.is_dir()))}",
+        f"- size: {sum(f.stat().st_size for f in (run / modality).rglob('*') if f.is_file()) / 1e6:.2f} MB",
+        "",
+        "## Sub-stages",
+        "",
+        "| sub-stage | steps | seconds | final losses |",
+        "|---|---|---|---|",
+    ]
+    for name, info in state["done"].items():
+        if name.endswith(f"-{modality}") or (modality == "text" and name.startswith("1-bridge")):
+            losses = ", ".join(f"{k} {v:.4g}" for k, v in info["final"].items()) or "(adopted)"
+            lines.append(f"| {name} | {_steps_of(name, recipe)} | {info['seconds']} | {losses} |")
+    lines += ["", "## Recipe", "", "```json", json.dumps(recipe, indent=2), "```"]
+    for res in eval_results or []:
+        rows = _tasks_touching(modality, res)
+        if not rows:
+            continue
+        lines += ["", f"## Evaluation (`codi eval`, split `{res.get('split')}`, {res.get('n')} scenes per task)", "",
+                  "| task | accuracy | joint coherence |", "|---|---|---|"]
+        for t in rows:
+            coh = "–" if t.get("coherence") is None else f"{100 * t['coherence']:.1f} %"
+            lines.append(f"| `{t['task']}` | {100 * t['accuracy']:.1f} % | {coh} |")
+    return "\n".join(lines) + "\n"
+
+
+def _steps_of(name: str, recipe: dict) -> str:
+    kind, _, modality = name.partition("-")[2].partition("-")
+    table = {"bridge": None, "align": "align_steps", "vae": "vae_steps", "unet": "unet_steps", "joint": "joint_steps"}.get(kind)
+    if kind == "bridge":
+        return str(recipe.get("bridge_steps", "?"))
+    value = recipe.get(table, {}) if table else {}
+    return str(value.get(modality, "?")) if isinstance(value, dict) else str(value)
+
+
+def write_card(modality: str, run: Path, target: Path, eval_results: list[dict] | None = None) -> Path:
+    path = target / "TRAINING_CARD.md"
+    atomic_write_text(path, training_card(modality, run, eval_results))
+    return path
