@@ -35,3 +35,9 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) site .pytest_cache
+
+# The plugin-author tutorial end to end in a fresh venv (docs/tutorial/run_tutorial.sh).
+TUTORIAL_BASE ?= shipped
+.PHONY: tutorial
+tutorial:
+	bash docs/tutorial/run_tutorial.sh $(TUTORIAL_BASE)

@@ -30,7 +30,7 @@ def _root(
 
 from . import plugins as _plugins  # noqa: E402,F401  (registers `codi plugins`)
 
-for _mod in ("toyworld", "evaluate", "generate", "train", "studio", "convert"):
+for _mod in ("toyworld", "evaluate", "generate", "train", "studio", "convert", "new_plugin"):
     try:
         __import__(f"{__name__}.{_mod}")
     except ModuleNotFoundError as _exc:  # sub-command not built yet

@@ -27,7 +27,7 @@ def toyworld(
 ) -> None:
     """Train every installed modality on ToyWorld (resumable: rerun the same command to continue)."""
     from ..training.card import write_card
-    from ..training.ship import ship
+    from ..training.ship import ship as ship_weights
     from ..training.recipe import ToyWorldRecipe
     from ..training.stages import ToyWorldTrainer
 
@@ -62,6 +62,6 @@ def toyworld(
         if ship:
             for m in [m for m in trainer.modalities if m not in trainer.frozen]:
                 target = trainer.registry.get(m).shipped_weights_dir()
-                size = ship(out / m, target)
+                size = ship_weights(out / m, target)
                 write_card(m, out, target, [json.loads(p.read_text()) for p in eval_results])
                 typer.echo(f"shipped {m} -> {target} ({size / 1e6:.1f} MB, float16)")

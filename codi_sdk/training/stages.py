@@ -77,6 +77,7 @@ class ToyWorldTrainer:
 
         for m in names:
             if self.done(f"2-unet-{m}"):
+                self.frozen.add(m)  # adopted by an earlier run of this command (resume)
                 continue
             src = self.registry.get(m).resolve_weights(None if str(base) == "shipped" else Path(base) / m)
             if self.accelerator.is_main_process:

@@ -53,7 +53,9 @@ class SketchModality(Modality):
         if isinstance(value, Image.Image):
             value = np.asarray(value.convert("L"))
         if isinstance(value, np.ndarray):
-            value = torch.from_numpy(np.ascontiguousarray(value))
+            if value.dtype.kind not in "biuf":
+                raise self.invalid(f"got a numpy array of dtype {value.dtype}")
+            value = torch.from_numpy(np.array(value))  # a copy: the input may be read-only
         if not isinstance(value, torch.Tensor):
             raise self.invalid(f"cannot convert a {type(value).__name__} to a sketch")
         x = value.detach().cpu()
@@ -65,14 +67,14 @@ class SketchModality(Modality):
             raise self.invalid(f"got shape {tuple(value.shape)}; a sketch is one grayscale picture")
         if x.dtype == torch.bool:
             x = x.float() * 2 - 1
-        elif x.dtype == torch.uint8:
-            x = x.float() / 127.5 - 1
         elif x.is_floating_point():
             x = x.float()
             if not torch.isfinite(x).all() or x.min() < -1.001 or x.max() > 1.001:
                 raise self.invalid("float values must be finite and lie in [-1, 1] (for 0..255 pass uint8)")
+        elif not x.is_complex() and 0 <= x.min() and x.max() <= 255:
+            x = x.float() / 127.5 - 1
         else:
-            raise self.invalid(f"got dtype {x.dtype}")
+            raise self.invalid(f"integers must lie in 0..255 (got dtype {x.dtype})")
         if x.shape != (SIZE, SIZE):
             x = torch.nn.functional.interpolate(x[None, None], size=(SIZE, SIZE), mode="bilinear", antialias=True)[0, 0]
         return x.clamp(-1, 1)[None].contiguous()
