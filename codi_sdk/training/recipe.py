@@ -17,10 +17,10 @@ class ToyWorldRecipe(BaseModel):
     align_batch: dict[str, int] | int = {"image": 64, "video": 32, "audio": 64}
     align_lr: dict[str, float] | float = {"image": 1e-3, "video": 2e-3, "audio": 1e-3}
     # Stage 2: VAE then denoiser, per modality.
-    vae_steps: dict[str, int] = {"text": 800, "image": 1200, "video": 0, "audio": 800}
-    vae_batch: dict[str, int] = {"text": 64, "image": 32, "video": 4, "audio": 16}
+    vae_steps: dict[str, int] = {"text": 800, "image": 1200, "video": 0, "audio": 300}
+    vae_batch: dict[str, int] = {"text": 64, "image": 32, "video": 4, "audio": 8}
     vae_lr: float = 1e-3
-    unet_steps: dict[str, int] = {"text": 1200, "image": 2200, "video": 500, "audio": 1200}
+    unet_steps: dict[str, int] = {"text": 1200, "image": 2200, "video": 400, "audio": 1000}
     unet_batch: dict[str, int] = {"text": 128, "image": 64, "video": 8, "audio": 32}
     unet_lr: float = 1e-3
     p_uncond: float = 0.1

@@ -47,6 +47,8 @@ class SketchModality(Modality):
         from codi_sdk.outputs import ImageOutput
 
         if isinstance(value, (str, os.PathLike)):
+            if not Path(value).is_file():
+                raise self.invalid(f"{str(value)[:80]!r} is not an existing file (for words, use the 'text' modality)")
             return self.load(value)
         if isinstance(value, ImageOutput):  # e.g. a generated sketch: its RGB channels are equal
             value = value.array.mean(axis=-1).astype(np.float32) / 127.5 - 1.0

@@ -106,7 +106,7 @@ def test_convert_accepts_arrays_pil_tensors_and_png(modality, tmp_path):
     [
         (np.zeros((2, 32, 32), np.uint8), "shape"),
         (np.full((32, 32), 3.0, np.float32), "[-1, 1]"),
-        ("no/such/sketch.png", "not found"),
+        ("no/such/sketch.png", "not an existing file"),
         (12, "int"),
     ],
 )
