@@ -24,6 +24,7 @@ def toyworld(
     ship: bool = typer.Option(False, "--ship", help="Copy the trained weights into the installed plugin packages."),
     base: str = typer.Option(None, "--base", help="'shipped' or a run folder: adopt every modality not in --modalities from it, frozen."),
     eval_results: list[Path] = typer.Option([], "--eval-results", help="results.json files of `codi eval` to put on the training cards (with --ship)."),
+    ship_exclude: list[str] = typer.Option([], "--ship-exclude", help="MODALITY/COMPONENT to leave out of the shipped folder (e.g. audio/vocoder)."),
 ) -> None:
     """Train every installed modality on ToyWorld (resumable: rerun the same command to continue)."""
     from ..training.card import write_card
@@ -62,6 +63,6 @@ def toyworld(
         if ship:
             for m in [m for m in trainer.modalities if m not in trainer.frozen]:
                 target = trainer.registry.get(m).shipped_weights_dir()
-                size = ship_weights(out / m, target)
+                size = ship_weights(out / m, target, exclude=[e.split("/", 1)[1] for e in ship_exclude if e.startswith(f"{m}/")])
                 write_card(m, out, target, [json.loads(p.read_text()) for p in eval_results])
                 typer.echo(f"shipped {m} -> {target} ({size / 1e6:.1f} MB, float16)")
