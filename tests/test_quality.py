@@ -6,17 +6,25 @@ from __future__ import annotations
 
 import pytest
 
-from codi_sdk.eval.compose_generators import ComposeGenerator, IndependentGenerator
+from codi_sdk.eval.compose_generators import ComposeGenerator
 from codi_sdk.eval.harness import evaluate_task
 from codi_sdk.eval.tasks import parse_tasks
 from codi_sdk.registry import get_registry
 
 N, STEPS = 12, 20
 
-# task -> (split, floor on attribute accuracy). Floors = measured on this sample minus a margin.
-FLOORS: dict[str, tuple[str, float]] = {}
-# joint task -> floor on joint coherence
-COHERENCE_FLOORS: dict[str, float] = {}
+# task -> (split, floor on attribute accuracy). Measured at release (`codi eval`, 16 scenes, 25
+# steps; docs/evaluation.md): text->image 90.6 %, image->text 90.6 %, audio->image 93.8 %,
+# image->audio 93.8 %, video->image 96.9 %, audio->text 83.3 %. Floors sit ~15 points below, the
+# width of the noise of a 12-scene sample.
+FLOORS: dict[str, tuple[str, float]] = {
+    "text->image": ("seen", 0.75),
+    "image->text": ("seen", 0.75),
+    "audio->image": ("seen", 0.75),
+    "image->audio": ("seen", 0.75),
+    "video->image": ("seen", 0.8),
+    "audio->text": ("seen", 0.65),
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +42,3 @@ def test_shipped_weights_keep_their_attribute_accuracy(composer, task):
     split, floor = FLOORS[task]
     result = evaluate_task(ComposeGenerator(composer, steps=STEPS), parse_tasks(task)[0], split=split, n=N, seed=0)
     assert result["accuracy"] >= floor, (task, split, result["accuracy"], result["per_attribute"])
-
-
-@pytest.mark.parametrize("task", sorted(COHERENCE_FLOORS))
-def test_joint_generation_is_more_coherent_than_independent_sampling(composer, task):
-    t = parse_tasks(task)[0]
-    joint = evaluate_task(ComposeGenerator(composer, steps=STEPS), t, split="seen", n=N, seed=0)["coherence"]
-    indep = evaluate_task(IndependentGenerator(composer, steps=STEPS), t, split="seen", n=N, seed=0)["coherence"]
-    assert joint >= COHERENCE_FLOORS[task], (joint, indep)
-    assert joint > indep, (joint, indep)
