@@ -109,6 +109,11 @@ class Modality(ABC):
     def init_diffuser(self) -> "Diffuser":
         """A new, untrained diffuser in the ToyWorld configuration (for training)."""
 
+    #: The ToyWorld attributes a rendering of this modality shows (``None``: all three). Training
+    #: treats a sample as matching every caption that agrees on these, e.g. a sketch shows only
+    #: ``("shape",)``, so it is not asked to tell "red" from "blue".
+    toyworld_shows: tuple[str, ...] | None = None
+
     def render_toyworld(self, scene, rng) -> Any:
         """A canonical sample of a ToyWorld ``scene`` (``rng``: a numpy Generator).
 

@@ -25,9 +25,29 @@ def test_multi_positive_info_nce_is_clip_loss_with_a_diagonal_mask():
 
 
 def test_positives_treat_equal_descriptions_as_matches():
-    keys = [("red",), ("blue",), ("red",)]
+    keys = [(("color", "red"),), (("color", "blue"),), (("color", "red"),)]
     mask = positives_from_keys(keys, keys)
     assert mask.tolist() == [[True, False, True], [False, True, False], [True, False, True]]
+
+
+def test_positives_match_a_partial_description_to_every_compatible_full_one():
+    full = [(("color", "red"), ("shape", "circle"), ("motion", "left")),
+            (("color", "red"), ("shape", "square"), ("motion", "up")),
+            (("color", "blue"), ("shape", "circle"), ("motion", "left"))]
+    partial = [(("color", "red"),), (("shape", "circle"), ("motion", "left")), ()]
+    mask = positives_from_keys(full, partial)
+    assert mask.tolist() == [[True, True, True], [True, False, True], [False, True, True]]
+    # an image shows no motion: it matches its colour and shape in any motion, and nothing else
+    image = [(("color", "red"), ("shape", "circle"))]
+    assert positives_from_keys(image, full).tolist() == [[True, False, False]]
+
+
+def test_bridge_paraphrases_come_from_the_same_scene():
+    p = render_pairs("text", 64, progress=False)
+    assert len(p.paraphrases) == 64
+    for full, para, key in zip(p.captions, p.paraphrases, p.keys):
+        assert all(v in para and v in full for _, v in key)
+    assert any(a != b for a, b in zip(p.captions, p.paraphrases))  # other templates, same meaning
 
 
 def test_training_pairs_are_text_paired_and_never_hold_a_heldout_pair():

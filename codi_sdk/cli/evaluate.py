@@ -36,6 +36,7 @@ def eval_cmd(
     weights_dir: Optional[Path] = typer.Option(
         None, "--weights-dir", help="A training run folder (OUT of `codi train`) to evaluate instead of the shipped weights."
     ),
+    device: str = typer.Option("cpu", "--device", help="Device of the models (compose, cascade, independent), e.g. cpu or cuda."),
 ) -> None:
     """Generate for each task, probe the outputs, and write accuracy, joint coherence and a heatmap."""
     from ..errors import CodiError
@@ -54,7 +55,7 @@ def eval_cmd(
             from ..composer import Composer
 
             folders = {m: weights_dir / m for m in ("text", "image", "video", "audio") if (weights_dir / m).is_dir()} if weights_dir else None
-            kwargs = {"composer": Composer(weights=folders), "steps": steps, "guidance": guidance}
+            kwargs = {"composer": Composer(weights=folders, device=device), "steps": steps, "guidance": guidance}
         gen = get_generator(generator, **kwargs)
         results = evaluate(gen, task_list, split=split, n=n, seed=seed, batch_size=batch_size, progress=True)
         paths = write_results(results, out)

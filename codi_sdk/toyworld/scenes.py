@@ -42,7 +42,7 @@ SPLITS: tuple[str, ...] = ("train", "seen", "heldout")
 # Seed-stream codes. They go into the SeedSequence spawn key, so different splits (and different
 # streams within an item) can never draw the same random numbers, whatever the user seed.
 _SPLIT_CODE = {"train": 1, "seen": 2, "heldout": 3}
-_STREAM_CODE = {"scene": 0, "text": 1, "image": 2, "video": 3, "audio": 4, "caption": 5, "partial": 6, "generate": 7}
+_STREAM_CODE = {"scene": 0, "text": 1, "image": 2, "video": 3, "audio": 4, "caption": 5, "partial": 6, "generate": 7, "paraphrase": 8}
 
 
 @dataclass(frozen=True, order=True)

@@ -33,6 +33,11 @@ def key_of(scene, named) -> tuple:
     return tuple((a, getattr(scene, a)) for a in ATTRIBUTES if a in named)
 
 
+def restrict_key(key: tuple, shown) -> tuple:
+    """The part of ``key`` a modality can show (an image shows no motion, a sketch only shape)."""
+    return tuple((a, v) for a, v in key if a in shown)
+
+
 @dataclass
 class Pairs:
     """``n`` (caption, sample) pairs of one modality; ``samples`` is None for text."""
@@ -43,6 +48,8 @@ class Pairs:
     partial: list[str]
     partial_keys: list[tuple]
     samples: torch.Tensor | None
+    #: a second full caption of each item's scene (its own random template), for text–text contrast
+    paraphrases: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -54,10 +61,11 @@ def render_pairs(modality: str, n: int, seed: int = 0, progress: bool = True, re
     ToyWorld renders text, image, video and audio itself; for any other modality pass
     ``renderer(scene, rng) -> canonical sample`` (the trainer uses ``Modality.render_toyworld``).
     """
-    caps, keys, parts, pkeys, samples = [], [], [], [], []
+    caps, keys, parts, pkeys, paras, samples = [], [], [], [], [], []
     for i in tqdm(range(n), desc=f"render {modality}", disable=not progress, leave=False):
         scene = scene_at("train", i, seed)
         caps.append(caption(scene, item_rng("train", i, "caption", seed)))
+        paras.append(caption(scene, item_rng("train", i, "paraphrase", seed)))
         keys.append(key_of(scene, ATTRIBUTES))
         text, named = partial_caption(scene, item_rng("train", i, "partial", seed))
         parts.append(text)
@@ -67,4 +75,4 @@ def render_pairs(modality: str, n: int, seed: int = 0, progress: bool = True, re
         elif modality != "text":
             samples.append(to_canonical(modality, render(modality, scene, item_rng("train", i, modality, seed))))
     stacked = torch.stack(samples) if samples else None
-    return Pairs(modality, caps, keys, parts, pkeys, stacked)
+    return Pairs(modality, caps, keys, parts, pkeys, stacked, paras)

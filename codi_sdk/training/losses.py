@@ -36,9 +36,24 @@ def multi_positive_info_nce(a: torch.Tensor, b: torch.Tensor, positives: torch.T
     return 0.5 * (loss_ab.mean() + loss_ba.mean())
 
 
+def compatible(key_a, key_b) -> bool:
+    """True when no attribute named by both keys has different values.
+
+    A key is ``((attr, value), ...)``: what a caption states or a sample shows. Two full keys are
+    compatible when equal; a partial caption ("a red thing") is compatible with every full caption
+    of a red scene; an image (no motion) with the captions of its colour and shape in any motion.
+    """
+    b = dict(key_b)
+    return all(b.get(a, v) == v for a, v in key_a)
+
+
 def positives_from_keys(keys_a: list, keys_b: list, device=None) -> torch.Tensor:
-    """``[len(a), len(b)]`` mask of equal keys (a key says what a sample shows, e.g. its scene)."""
-    return torch.tensor([[ka == kb for kb in keys_b] for ka in keys_a], dtype=torch.bool, device=device)
+    """``[len(a), len(b)]`` mask of :func:`compatible` keys: the pairs InfoNCE must not push apart.
+
+    Contrasting a partial description only with incompatible ones puts its embedding at the
+    centroid of what it allows, which is what a condition like "a red thing" should mean.
+    """
+    return torch.tensor([[compatible(ka, kb) for kb in keys_b] for ka in keys_a], dtype=torch.bool, device=device)
 
 
 class AlignmentLoss(nn.Module):
@@ -63,14 +78,16 @@ class AlignmentLoss(nn.Module):
         self.logit_scale = LogitScale()
         self.text_encoder.requires_grad_(train_text)
 
-    def forward(self, captions, keys, samples=None, paraphrases=None, paraphrase_keys=None):
+    def forward(self, captions, keys, samples=None, sample_keys=None, paraphrases=None, paraphrase_keys=None):
+        """``keys`` say what each caption states, ``sample_keys`` what each sample shows (default:
+        ``keys``), ``paraphrase_keys`` what each paraphrase states; compatible keys are positives."""
         logs = {}
         with torch.set_grad_enabled(self.train_text):
             text = self.text_encoder(list(captions)).pooled
         loss = text.new_zeros(())
         if self.encoder is not None:
             emb = self.encoder(samples).pooled
-            pos = positives_from_keys(keys, keys, text.device)
+            pos = positives_from_keys(keys if sample_keys is None else sample_keys, keys, text.device)
             logs["nce"] = multi_positive_info_nce(emb, text, pos, self.logit_scale())
             logs["gap"] = 1 - F.cosine_similarity(emb, text.detach(), dim=-1).mean()
             loss = loss + logs["nce"] + self.pull * logs["gap"]
@@ -127,10 +144,19 @@ class JointLoss(nn.Module):
 
     The denoisers are frozen; only the environment encoders and the joint-attention layers learn
     (only the other stream's, with ``train_text=False``: a new modality joining a trained bridge).
+
+    ``targets`` (the bridge embeddings of the full captions, ``[B, D]``) add ``pull`` times
+    ``1 - cos(env token, target)`` for every environment token of both streams: each environment
+    encoder learns to say, from its noisy latent, where its scene lies in the *shared* conditioning
+    space. Since every modality's environment is pulled into that one space through text, an image
+    stream that learned to read the text stream's environment can read an audio stream's (the two
+    never met in training): this is what makes outputs generated together agree.
     """
 
-    def __init__(self, text: Diffuser, other: Diffuser, contrastive_weight: float = 0.1, train_text: bool = True):
+    def __init__(self, text: Diffuser, other: Diffuser, contrastive_weight: float = 0.1, train_text: bool = True, pull: float = 1.0):
         super().__init__()
+        self.pull = pull
+        self.train_text = train_text
         from diffusers import DDPMScheduler
 
         self.text, self.other = text, other
@@ -144,7 +170,7 @@ class JointLoss(nn.Module):
         if not train_text:  # a new modality learns against the frozen bridge's environment
             text.requires_grad_(False)
 
-    def forward(self, text_latents, other_latents, contexts, keys):
+    def forward(self, text_latents, other_latents, contexts, keys, targets=None):
         b = text_latents.shape[0]
         t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), device=text_latents.device)
         n_text, n_other = torch.randn_like(text_latents), torch.randn_like(other_latents)
@@ -157,4 +183,10 @@ class JointLoss(nn.Module):
         pos = positives_from_keys(keys, keys, text_latents.device)
         l_env = multi_positive_info_nce(env_text.mean(1), env_other.mean(1), pos, self.logit_scale())
         loss = l_text + l_other + self.contrastive_weight * l_env
-        return {"loss": loss, "text": l_text, "other": l_other, "env": l_env}
+        logs = {"loss": loss, "text": l_text, "other": l_other, "env": l_env}
+        if targets is not None and self.pull:
+            target = F.normalize(targets, dim=-1)[:, None, :]
+            streams = (env_text, env_other) if self.train_text else (env_other,)
+            logs["pull"] = sum((1 - F.cosine_similarity(e, target.expand_as(e), dim=-1)).mean() for e in streams)
+            logs["loss"] = loss + self.pull * logs["pull"]
+        return logs

@@ -18,7 +18,8 @@ import torch
 from ..diffuser import Diffuser
 from ..encoder import Encoder
 from ..registry import Registry, get_registry
-from .data import Pairs, render_pairs
+from ..toyworld.scenes import ATTRIBUTES
+from .data import Pairs, render_pairs, restrict_key
 from .losses import AlignmentLoss, DiffusionLoss, JointLoss, VAELoss
 from .loop import LossLog, fit, sample_indices
 from .recipe import ToyWorldRecipe
@@ -68,6 +69,17 @@ class ToyWorldTrainer:
             renderer = None if m in TOYWORLD_NATIVE else self.registry.get(m).render_toyworld
             self._pairs[m] = render_pairs(m, self.recipe.n_pairs.get(m, 2000), self.recipe.seed, self.progress, renderer)
         return self._pairs[m]
+
+    def shows(self, m: str) -> tuple[str, ...]:
+        """The ToyWorld attributes modality ``m``'s samples show (its keys in contrastive losses)."""
+        from ..toyworld.probes import SHOWS
+
+        declared = getattr(self.registry.get(m), "toyworld_shows", None)
+        return tuple(declared or SHOWS.get(m, ATTRIBUTES))
+
+    def sample_keys(self, m: str, idx) -> list[tuple]:
+        p, shown = self.pairs(m), self.shows(m)
+        return [restrict_key(p.keys[i], shown) for i in idx]
 
     def adopt_base(self, base: str | os.PathLike, names: Iterable[str]) -> None:
         """Start from already trained modalities: copy each one's weights folder (``base/<m>``, or the
@@ -128,14 +140,15 @@ class ToyWorldTrainer:
             p = self.pairs(first)
 
             def batches(step):
+                # paraphrases of the *same* items: odd ones partial captions, even ones a second full
+                # caption; positives are the compatible keys, so "a red thing" lands among red scenes
                 bs = r.per(r.align_batch, first, 64)
                 idx = self._rank_indices(len(p), bs, step)
-                para = self._rank_indices(len(p), bs, step + 10**6)
                 return {
                     "captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
-                    "samples": p.samples[idx].to(dev),
-                    "paraphrases": [p.partial[i] if k % 2 else p.captions[i] for k, i in enumerate(para)],
-                    "paraphrase_keys": [p.partial_keys[i] if k % 2 else p.keys[i] for k, i in enumerate(para)],
+                    "samples": p.samples[idx].to(dev), "sample_keys": self.sample_keys(first, idx),
+                    "paraphrases": [p.partial[i] if k % 2 else p.paraphrases[i] for k, i in enumerate(idx)],
+                    "paraphrase_keys": [p.partial_keys[i] if k % 2 else p.keys[i] for k, i in enumerate(idx)],
                 }
 
             self._fit(name, AlignmentLoss(text_enc, enc, train_text=True), batches, r.steps({first: r.bridge_steps}, first), r.per(r.align_lr, first, 1e-3))
@@ -151,7 +164,8 @@ class ToyWorldTrainer:
 
             def batches(step, p=p, bs=r.per(r.align_batch, m, 64)):
                 idx = self._rank_indices(len(p), bs, step)
-                return {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx], "samples": p.samples[idx].to(dev)}
+                return {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
+                        "samples": p.samples[idx].to(dev), "sample_keys": self.sample_keys(m, idx)}
 
             self._fit(f"1-align-{m}", AlignmentLoss(text_enc, enc, train_text=False), batches, r.steps(r.align_steps, m, 500), r.per(r.align_lr, m, 1e-3))
             self._save(enc, self.out / m / "encoder")
@@ -184,6 +198,8 @@ class ToyWorldTrainer:
             d = self.diffuser(m)
         else:
             d = self.registry.get(m).init_diffuser().to(dev)
+            if not r.vocoder and getattr(d, "vocoder", None) is not None:
+                d.vocoder = None  # decode with Griffin-Lim; a HiFi-GAN is not worth its CPU time here
             trained = {o: self.diffuser(o) for o in self.modalities if o != m and self.done(f"2-unet-{o}")}
             warm = d.warm_start(trained)
             steps = r.steps(r.vae_steps, m, 1000)
@@ -197,7 +213,7 @@ class ToyWorldTrainer:
                 d.requires_grad_(False)
                 d.vae.requires_grad_(True)
                 for extra in ("vocoder",):
-                    if hasattr(d, extra):
+                    if getattr(d, extra, None) is not None:
                         getattr(d, extra).requires_grad_(True)
                 self._fit(name_vae, VAELoss(d), vae_batches, steps, r.vae_lr)
             else:
@@ -220,7 +236,7 @@ class ToyWorldTrainer:
             idx = self._rank_indices(len(p), bs, step)
             g = torch.Generator().manual_seed(step)
             use_partial = (torch.rand(bs, generator=g) < r.p_partial)[:, None, None]
-            ctx = torch.where(use_partial, partial[idx], contexts[idx])
+            ctx = torch.where(use_partial.to(partial.device), partial[idx], contexts[idx])
             return {"latents": latents[idx].to(dev), "contexts": ctx.to(dev)}
 
         self._fit(name_unet, DiffusionLoss(d, uncond, r.p_uncond), unet_batches, r.steps(r.unet_steps, m, 1000), r.unet_lr)
@@ -241,6 +257,7 @@ class ToyWorldTrainer:
             text_lat = self._latents(text_d, Pairs(BRIDGE, p.captions, p.keys, p.partial, p.partial_keys, None))
             lat = self._latents(d, p)
             partial = self._contexts(p.partial)
+            full = self._contexts(p.captions)[:, 0]
             uncond = self._contexts([""])[:1]
             bs = r.joint_batch.get(m, 32)
             text_d.train(), d.train()
@@ -249,12 +266,12 @@ class ToyWorldTrainer:
                 idx = self._rank_indices(len(p), bs, step)
                 g = torch.Generator().manual_seed(step)
                 drop = (torch.rand(bs, generator=g) < 0.5)[:, None, None]
-                ctx = torch.where(drop, uncond.expand(bs, -1, -1), partial[idx])
+                ctx = torch.where(drop.to(partial.device), uncond.expand(bs, -1, -1), partial[idx])
                 return {"text_latents": text_lat[idx].to(dev), "other_latents": lat[idx].to(dev),
-                        "contexts": ctx.to(dev), "keys": [p.keys[i] for i in idx]}
+                        "contexts": ctx.to(dev), "keys": [p.keys[i] for i in idx], "targets": full[idx].to(dev)}
 
             train_text = BRIDGE not in self.frozen
-            self._fit(name, JointLoss(text_d, d, train_text=train_text), batches, r.steps(r.joint_steps, m, 300), r.joint_lr)
+            self._fit(name, JointLoss(text_d, d, train_text=train_text, pull=r.joint_pull), batches, r.steps(r.joint_steps, m, 300), r.joint_lr)
             self._save(d, self.out / m)
             if train_text:
                 self._save(text_d, self.out / BRIDGE)

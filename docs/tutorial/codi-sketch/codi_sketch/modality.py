@@ -37,6 +37,8 @@ class SketchModality(Modality):
         "or (1, H, W), uint8 0..255 or float in [-1, 1]; canonical: float32 tensor [1, 32, 32] in [-1, 1]"
     )
     extensions = (".png",)
+    #: A sketch shows shape only: training matches it to every caption of its shape.
+    toyworld_shows = ("shape",)
 
     # -- data ---------------------------------------------------------------------------------
     def convert(self, value: Any) -> "torch.Tensor":
