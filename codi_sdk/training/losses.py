@@ -153,9 +153,10 @@ class JointLoss(nn.Module):
     never met in training): this is what makes outputs generated together agree.
     """
 
-    def __init__(self, text: Diffuser, other: Diffuser, contrastive_weight: float = 0.1, train_text: bool = True, pull: float = 1.0):
+    def __init__(self, text: Diffuser, other: Diffuser, contrastive_weight: float = 0.1, train_text: bool = True, pull: float = 1.0, same_t: bool = False):
         super().__init__()
         self.pull = pull
+        self.same_t = same_t
         self.train_text = train_text
         from diffusers import DDPMScheduler
 
@@ -173,13 +174,17 @@ class JointLoss(nn.Module):
     def forward(self, text_latents, other_latents, contexts, keys, targets=None):
         b = text_latents.shape[0]
         t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), device=text_latents.device)
+        # each stream at its own noise level (unless ``same_t``): an environment is informative
+        # only where its stream is fairly clean, and the other stream needs it most where it is
+        # noisy; with one shared t the two rarely coincide and joint attention learns little.
+        t_other = t if self.same_t else torch.randint(0, self.noise.config.num_train_timesteps, (b,), device=t.device)
         n_text, n_other = torch.randn_like(text_latents), torch.randn_like(other_latents)
         zt_text = self.noise.add_noise(text_latents, n_text, t)
-        zt_other = self.noise.add_noise(other_latents, n_other, t)
+        zt_other = self.noise.add_noise(other_latents, n_other, t_other)
         env_text = self.text.environment(zt_text, t)
-        env_other = self.other.environment(zt_other, t)
+        env_other = self.other.environment(zt_other, t_other)
         l_text = F.mse_loss(self.text.denoise(zt_text, t, contexts, env_other), n_text)
-        l_other = F.mse_loss(self.other.denoise(zt_other, t, contexts, env_text), n_other)
+        l_other = F.mse_loss(self.other.denoise(zt_other, t_other, contexts, env_text), n_other)
         pos = positives_from_keys(keys, keys, text_latents.device)
         l_env = multi_positive_info_nce(env_text.mean(1), env_other.mean(1), pos, self.logit_scale())
         loss = l_text + l_other + self.contrastive_weight * l_env

@@ -17,19 +17,20 @@ class ToyWorldRecipe(BaseModel):
     align_batch: dict[str, int] | int = {"image": 64, "video": 32, "audio": 64}
     align_lr: dict[str, float] | float = {"image": 1e-3, "video": 2e-3, "audio": 1e-3}
     # Stage 2: VAE then denoiser, per modality.
-    vae_steps: dict[str, int] = {"text": 800, "image": 1200, "video": 0, "audio": 800}
+    vae_steps: dict[str, int] = {"text": 800, "image": 1000, "video": 0, "audio": 800}
     vae_batch: dict[str, int] = {"text": 64, "image": 32, "video": 4, "audio": 8}
     vae_lr: float = 1e-3
     vocoder: bool = Field(False, description="also train audio's HiFi-GAN vocoder (else Griffin-Lim decodes)")
-    unet_steps: dict[str, int] = {"text": 1200, "image": 2200, "video": 700, "audio": 1000}
+    unet_steps: dict[str, int] = {"text": 1200, "image": 1800, "video": 1400, "audio": 1000}
     unet_batch: dict[str, int] = {"text": 128, "image": 64, "video": 8, "audio": 32}
     unet_lr: float = 1e-3
     p_uncond: float = 0.1
     p_partial: float = 0.3
     # Stage 3: joint generation, per (text, m) pair.
-    joint_steps: dict[str, int] = {"image": 1500, "video": 400, "audio": 1500}
+    joint_steps: dict[str, int] = {"image": 1500, "video": 200, "audio": 1500}
     joint_batch: dict[str, int] = {"image": 48, "video": 8, "audio": 24}
     joint_lr: float = 5e-4
+    joint_same_t: bool = Field(False, description="stage 3: one timestep for both streams (CoDi) instead of one each")
     joint_pull: float = Field(1.0, ge=0, description="weight pulling environments onto the bridge embedding")
     checkpoint_every: int = 200
 

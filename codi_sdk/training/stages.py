@@ -271,7 +271,7 @@ class ToyWorldTrainer:
                         "contexts": ctx.to(dev), "keys": [p.keys[i] for i in idx], "targets": full[idx].to(dev)}
 
             train_text = BRIDGE not in self.frozen
-            self._fit(name, JointLoss(text_d, d, train_text=train_text, pull=r.joint_pull), batches, r.steps(r.joint_steps, m, 300), r.joint_lr)
+            self._fit(name, JointLoss(text_d, d, train_text=train_text, pull=r.joint_pull, same_t=r.joint_same_t), batches, r.steps(r.joint_steps, m, 300), r.joint_lr)
             self._save(d, self.out / m)
             if train_text:
                 self._save(text_d, self.out / BRIDGE)
