@@ -153,3 +153,35 @@ def test_a_new_modality_trains_against_a_frozen_base_run(tmp_path):
             assert files, (m, comp)
             for f in files:
                 assert f.read_bytes() == (out / m / f.relative_to(base / m)).read_bytes(), f
+
+
+class _FakeStream(torch.nn.Module):
+    """The parts of a Diffuser that JointLoss touches; records the timesteps it is called with."""
+
+    def __init__(self):
+        super().__init__()
+        self.env_encoder = torch.nn.Linear(4, 8)
+        self.joint = torch.nn.Linear(8, 4)
+        self.seen_t = []
+
+    def environment(self, z, t):
+        self.seen_t.append(t.clone())
+        return self.env_encoder(z)[:, None, :].expand(-1, 2, -1)
+
+    def denoise(self, z, t, ctx, env):
+        return z + self.joint(env.mean(1))
+
+
+@pytest.mark.parametrize("same_t", [False, True])
+def test_joint_loss_noises_each_stream_at_its_own_timestep_unless_asked(same_t):
+    from codi_sdk.training.losses import JointLoss
+
+    torch.manual_seed(0)
+    text, other = _FakeStream(), _FakeStream()
+    loss = JointLoss(text, other, same_t=same_t)
+    keys = [(("color", c),) for c in ("red", "blue", "green", "yellow")] * 4
+    out = loss(torch.randn(16, 4), torch.randn(16, 4), torch.zeros(16, 1, 8), keys, targets=torch.randn(16, 8))
+    assert set(out) == {"loss", "text", "other", "env", "pull"} and torch.isfinite(out["loss"])
+    assert torch.equal(text.seen_t[0], other.seen_t[0]) is same_t
+    out["loss"].backward()
+    assert text.env_encoder.weight.grad is not None and other.env_encoder.weight.grad is not None
