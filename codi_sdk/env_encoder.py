@@ -28,6 +28,7 @@ class EnvironmentEncoder(ModelMixin, ConfigMixin):
         heads: int = 4,
         num_tokens: int = 4,
         out_dim: int = 64,
+        flat_hidden: int = 0,
     ):
         super().__init__()
         self.proj_in = nn.Linear(in_channels, width)
@@ -40,6 +41,12 @@ class EnvironmentEncoder(ModelMixin, ConfigMixin):
         self.pool = nn.MultiheadAttention(width, heads, batch_first=True)
         self.norm = nn.LayerNorm(width)
         self.proj_out = nn.Linear(width, out_dim)
+        # optional MLP on the whole flattened latent, added to the output: it reads a small latent's
+        # spatial layout (e.g. a ToyWorld shape) far faster than the one attention layer learns to
+        self.flat = None
+        if flat_hidden:
+            self.flat = nn.Sequential(nn.Linear(in_channels * max_tokens + width, flat_hidden), nn.GELU(),
+                                      nn.Linear(flat_hidden, num_tokens * out_dim))
 
     def forward(self, tokens: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         b, n, _ = tokens.shape
@@ -50,4 +57,8 @@ class EnvironmentEncoder(ModelMixin, ConfigMixin):
         x = self.proj_in(tokens) + self.pos[:, :n] + temb[:, None]
         x = self.blocks(x)
         pooled, _ = self.pool(self.queries.expand(b, -1, -1), x, x, need_weights=False)
-        return self.proj_out(self.norm(pooled))
+        out = self.proj_out(self.norm(pooled))
+        if self.flat is not None:
+            flat = torch.nn.functional.pad(tokens, (0, 0, 0, self.config.max_tokens - n)).flatten(1)
+            out = out + self.flat(torch.cat([flat, temb], 1)).view(b, self.config.num_tokens, -1)
+        return out

@@ -146,7 +146,7 @@ class JointLoss(nn.Module):
     (only the other stream's, with ``train_text=False``: a new modality joining a trained bridge).
 
     ``targets`` (the bridge embeddings of the full captions, ``[B, D]``) add ``pull`` times
-    ``1 - cos(env token, target)`` for every environment token of both streams: each environment
+    ``1 - cos(env token, target)`` for every environment token of both streams (weighted by ᾱ_t): each environment
     encoder learns to say, from its noisy latent, where its scene lies in the *shared* conditioning
     space. Since every modality's environment is pulled into that one space through text, an image
     stream that learned to read the text stream's environment can read an audio stream's (the two
@@ -171,6 +171,13 @@ class JointLoss(nn.Module):
         if not train_text:  # a new modality learns against the frozen bridge's environment
             text.requires_grad_(False)
 
+    def _pull(self, env: torch.Tensor, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``1 - cos(env token, target)`` averaged with weights ᾱ_t: a latent says little about its
+        scene at high noise, and asking it to there drowns the cases where it can."""
+        w = self.noise.alphas_cumprod.to(env.device, env.dtype)[t]
+        per_item = (1 - F.cosine_similarity(env, target.expand_as(env), dim=-1)).mean(1)
+        return (per_item * w).sum() / w.sum().clamp_min(1e-8)
+
     def forward(self, text_latents, other_latents, contexts, keys, targets=None):
         b = text_latents.shape[0]
         t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), device=text_latents.device)
@@ -191,7 +198,7 @@ class JointLoss(nn.Module):
         logs = {"loss": loss, "text": l_text, "other": l_other, "env": l_env}
         if targets is not None and self.pull:
             target = F.normalize(targets, dim=-1)[:, None, :]
-            streams = (env_text, env_other) if self.train_text else (env_other,)
-            logs["pull"] = sum((1 - F.cosine_similarity(e, target.expand_as(e), dim=-1)).mean() for e in streams)
+            streams = [(env_other, t_other)] + ([(env_text, t)] if self.train_text else [])
+            logs["pull"] = sum(self._pull(e, target, tt) for e, tt in streams)
             logs["loss"] = loss + self.pull * logs["pull"]
         return logs

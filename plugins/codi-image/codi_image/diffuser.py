@@ -93,8 +93,14 @@ def toyworld_unet_config(
 
 
 def toyworld_env_encoder_config(in_channels: int = 4, num_latent_tokens: int = (TOYWORLD_SIZE // 4) ** 2) -> dict[str, Any]:
-    """``EnvironmentEncoder`` config of ToyWorld: 64 latent tokens of 4 channels -> ``[B, 4, 64]``."""
-    return {"in_channels": in_channels, "max_tokens": num_latent_tokens, "num_tokens": ENV_TOKENS, "out_dim": TOYWORLD_DIM}
+    """``EnvironmentEncoder`` config of ToyWorld: 64 latent tokens of 4 channels -> ``[B, 4, 64]``.
+
+    ``flat_hidden``: an MLP on the flattened latent beside the attention layer; without it the
+    environment encoder did not learn to read *shape* from the 4×8×8 latent in stage 3 (46 % on a
+    3-way probe even on clean latents; 92 % with it, after 1 500 steps), so no shape could pass
+    between outputs generated together."""
+    return {"in_channels": in_channels, "max_tokens": num_latent_tokens, "num_tokens": ENV_TOKENS, "out_dim": TOYWORLD_DIM,
+            "flat_hidden": 256}
 
 
 # -- VAE helpers (shared with the video plugin) ---------------------------------------------------
