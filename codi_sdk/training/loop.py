@@ -92,6 +92,9 @@ def fit(
                 tmp.write_text(json.dumps({"step": step + 1}))
                 os.replace(tmp, marker)
     accelerator.wait_for_everyone()
+    # forget this stage's model and optimiser: accelerate's save_state writes every prepared model,
+    # so without this a later stage's checkpoint would hold (and on resume, misload) earlier ones
+    accelerator.free_memory(model, optimizer)
     return last
 
 

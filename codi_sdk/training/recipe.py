@@ -27,7 +27,7 @@ class ToyWorldRecipe(BaseModel):
     p_uncond: float = 0.1
     p_partial: float = 0.3
     # Stage 3: joint generation, per (text, m) pair.
-    joint_steps: dict[str, int] = {"image": 1500, "video": 200, "audio": 1500}
+    joint_steps: dict[str, int] = {"image": 1000, "video": 200, "audio": 1000}
     joint_batch: dict[str, int] = {"image": 48, "video": 8, "audio": 24}
     joint_lr: float = 5e-4
     joint_same_t: bool = Field(False, description="stage 3: one timestep for both streams (CoDi) instead of one each")

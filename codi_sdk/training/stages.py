@@ -102,11 +102,11 @@ class ToyWorldTrainer:
         if BRIDGE in self.frozen:
             self._mark("1-bridge-image", {}, 0.0)
 
-    def _fit(self, name: str, objective, batches, steps: int, lr: float) -> None:
+    def _fit(self, name: str, objective, batches, steps: int, lr: float) -> tuple[dict[str, float], float]:
         t0 = time.time()
         ckpt = self.out / "checkpoints" / name
         losses = fit(objective, batches, steps, lr, self.accelerator, name, self.log, ckpt, self.recipe.checkpoint_every)
-        self._mark(name, losses, time.time() - t0)
+        return losses, time.time() - t0  # the caller marks the sub-stage done once its weights are saved
 
     def _rank_indices(self, n: int, batch: int, step: int) -> torch.Tensor:
         return sample_indices(n, batch, self.recipe.seed, step, self.accelerator.process_index)
@@ -151,9 +151,10 @@ class ToyWorldTrainer:
                     "paraphrase_keys": [p.partial_keys[i] if k % 2 else p.keys[i] for k, i in enumerate(idx)],
                 }
 
-            self._fit(name, AlignmentLoss(text_enc, enc, train_text=True), batches, r.steps({first: r.bridge_steps}, first), r.per(r.align_lr, first, 1e-3))
+            result = self._fit(name, AlignmentLoss(text_enc, enc, train_text=True), batches, r.steps({first: r.bridge_steps}, first), r.per(r.align_lr, first, 1e-3))
             self._save(text_enc, self.out / BRIDGE / "encoder")
             self._save(enc, self.out / first / "encoder")
+            self._mark(name, *result)
         for m in self.modalities:
             if m == BRIDGE or self.done(f"1-align-{m}"):
                 continue
@@ -167,8 +168,9 @@ class ToyWorldTrainer:
                 return {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
                         "samples": p.samples[idx].to(dev), "sample_keys": self.sample_keys(m, idx)}
 
-            self._fit(f"1-align-{m}", AlignmentLoss(text_enc, enc, train_text=False), batches, r.steps(r.align_steps, m, 500), r.per(r.align_lr, m, 1e-3))
+            result = self._fit(f"1-align-{m}", AlignmentLoss(text_enc, enc, train_text=False), batches, r.steps(r.align_steps, m, 500), r.per(r.align_lr, m, 1e-3))
             self._save(enc, self.out / m / "encoder")
+            self._mark(f"1-align-{m}", *result)
 
     # -- stage 2 ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -215,13 +217,14 @@ class ToyWorldTrainer:
                 for extra in ("vocoder",):
                     if getattr(d, extra, None) is not None:
                         getattr(d, extra).requires_grad_(True)
-                self._fit(name_vae, VAELoss(d), vae_batches, steps, r.vae_lr)
+                vae_result = self._fit(name_vae, VAELoss(d), vae_batches, steps, r.vae_lr)
             else:
-                self._mark(name_vae, {}, 0.0)
+                vae_result = ({}, 0.0)
             d.set_latent_scale(1.0)
             std = float(self._latents(d, p).std())
             d.set_latent_scale(1.0 / max(std, 1e-6))
             self._save(d, self.out / m)
+            self._mark(name_vae, *vae_result)
         latents = self._latents(d, p)
         contexts = self._contexts(p.captions)
         partial = self._contexts(p.partial)
@@ -239,8 +242,9 @@ class ToyWorldTrainer:
             ctx = torch.where(use_partial.to(partial.device), partial[idx], contexts[idx])
             return {"latents": latents[idx].to(dev), "contexts": ctx.to(dev)}
 
-        self._fit(name_unet, DiffusionLoss(d, uncond, r.p_uncond), unet_batches, r.steps(r.unet_steps, m, 1000), r.unet_lr)
+        result = self._fit(name_unet, DiffusionLoss(d, uncond, r.p_uncond), unet_batches, r.steps(r.unet_steps, m, 1000), r.unet_lr)
         self._save(d, self.out / m)
+        self._mark(name_unet, *result)
 
     # -- stage 3 ------------------------------------------------------------------------------------
     def train_joint(self) -> None:
@@ -271,10 +275,11 @@ class ToyWorldTrainer:
                         "contexts": ctx.to(dev), "keys": [p.keys[i] for i in idx], "targets": full[idx].to(dev)}
 
             train_text = BRIDGE not in self.frozen
-            self._fit(name, JointLoss(text_d, d, train_text=train_text, pull=r.joint_pull, same_t=r.joint_same_t), batches, r.steps(r.joint_steps, m, 300), r.joint_lr)
+            result = self._fit(name, JointLoss(text_d, d, train_text=train_text, pull=r.joint_pull, same_t=r.joint_same_t), batches, r.steps(r.joint_steps, m, 300), r.joint_lr)
             self._save(d, self.out / m)
             if train_text:
                 self._save(text_d, self.out / BRIDGE)
+            self._mark(name, *result)
 
     # -- everything -----------------------------------------------------------------------------------
     def run(self, stages: Iterable[int] = (1, 2, 3)) -> dict:
