@@ -24,7 +24,8 @@ def training_card(modality: str, run: Path, eval_results: list[dict] | None = No
         "",
         f"- seed: {recipe.get('seed')}",
         f"- files: {', '.join(sorted(p.name for p in (run / modality).iterdir() if p.is_dir()))}",
-        f"- size: {sum(f.stat().st_size for f in (run / modality).rglob('*') if f.is_file()) / 1e6:.2f} MB",
+        f"- size in the run folder (float32): {sum(f.stat().st_size for f in (run / modality).rglob('*') if f.is_file()) / 1e6:.2f} MB"
+        " (shipped as float16: about half)",
         "",
         "## Sub-stages",
         "",
@@ -34,7 +35,7 @@ def training_card(modality: str, run: Path, eval_results: list[dict] | None = No
     for name, info in state["done"].items():
         if name.endswith(f"-{modality}") or (modality == "text" and name.startswith("1-bridge")):
             losses = ", ".join(f"{k} {v:.4g}" for k, v in info["final"].items()) or "(adopted)"
-            lines.append(f"| {name} | {_steps_of(name, recipe)} | {info['seconds']} | {losses} |")
+            lines.append(f"| {name} | {info.get('steps', _steps_of(name, recipe))} | {info['seconds']} | {losses} |")
     lines += ["", "## Recipe", "", "```json", json.dumps(recipe, indent=2), "```"]
     for res in eval_results or []:
         rows = _tasks_touching(modality, res)

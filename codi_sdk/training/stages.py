@@ -49,13 +49,17 @@ class ToyWorldTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = LossLog(self.out / "losses.csv", enabled=self.accelerator.is_main_process)
         self.state_path = self.out / "state.json"
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}, "recipe": self.recipe.model_dump()}
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
+        # the recipe of the latest (re)start; every sub-stage also records the steps it ran
+        self.state["recipe"] = self.recipe.model_dump()
         self._pairs: dict[str, Pairs] = {}
         self.frozen: set[str] = set()  # modalities adopted from a base run: never trained here
 
     # -- bookkeeping --------------------------------------------------------------------------------
-    def _mark(self, name: str, losses: dict[str, float], seconds: float) -> None:
+    def _mark(self, name: str, losses: dict[str, float], seconds: float, steps: int | None = None) -> None:
         self.state["done"][name] = {"final": losses, "seconds": round(seconds, 1)}
+        if steps is not None:
+            self.state["done"][name]["steps"] = steps
         if self.accelerator.is_main_process:
             tmp = self.state_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.state, indent=2))
@@ -102,11 +106,11 @@ class ToyWorldTrainer:
         if BRIDGE in self.frozen:
             self._mark("1-bridge-image", {}, 0.0)
 
-    def _fit(self, name: str, objective, batches, steps: int, lr: float) -> tuple[dict[str, float], float]:
+    def _fit(self, name: str, objective, batches, steps: int, lr: float) -> tuple[dict[str, float], float, int]:
         t0 = time.time()
         ckpt = self.out / "checkpoints" / name
         losses = fit(objective, batches, steps, lr, self.accelerator, name, self.log, ckpt, self.recipe.checkpoint_every)
-        return losses, time.time() - t0  # the caller marks the sub-stage done once its weights are saved
+        return losses, time.time() - t0, steps  # the caller marks the sub-stage done once its weights are saved
 
     def _rank_indices(self, n: int, batch: int, step: int) -> torch.Tensor:
         return sample_indices(n, batch, self.recipe.seed, step, self.accelerator.process_index)
@@ -219,7 +223,7 @@ class ToyWorldTrainer:
                         getattr(d, extra).requires_grad_(True)
                 vae_result = self._fit(name_vae, VAELoss(d), vae_batches, steps, r.vae_lr)
             else:
-                vae_result = ({}, 0.0)
+                vae_result = ({}, 0.0, 0)
             d.set_latent_scale(1.0)
             std = float(self._latents(d, p).std())
             d.set_latent_scale(1.0 / max(std, 1e-6))
