@@ -1,6 +1,6 @@
 """The tutorial's compose examples, measured with the ToyWorld probes (CI runs this file).
 
-    python docs/tutorial/compose_examples.py --run runs/sketch [--n 24] [--out runs/sketch/examples]
+    python docs/tutorial/compose_examples.py --run runs/sketch [--n 48] [--out runs/sketch/examples]
 
 ``--run`` is the folder ``codi train toyworld --out`` wrote: one weights folder per modality.
 Prints JSON with the accuracies and exits with status 1 when one is below its threshold:
@@ -75,7 +75,7 @@ def measure(run: Path, n: int, steps: int, guidance: float, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="folder written by `codi train toyworld --out`")
-    parser.add_argument("--n", type=int, default=24, help="seen scenes to measure on")
+    parser.add_argument("--n", type=int, default=48, help="seen scenes to measure on")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
