@@ -28,7 +28,6 @@ def joint_sample(
     joint: JointMode = "cross",
     callback: StepCallback | None = None,
     progress: Callable | None = None,
-    guide_env: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Denoise ``latents`` (one ``[B, ...]`` tensor per stream) from pure noise to z_0.
 
@@ -36,10 +35,6 @@ def joint_sample(
     ``schedulers[m]`` are diffusers schedulers with ``set_timesteps`` already called (one per
     stream, since multistep solvers keep per-stream history). ``callback(i, t, latents)`` runs
     after each step; returning ``False`` stops the loop early.
-
-    ``guide_env``: the unconditional half runs *without* environment, so classifier-free guidance
-    amplifies what the other streams say as it amplifies the prompt (the streams agree more);
-    by default both halves see the environment, as in CoDi.
     """
     names = list(latents)
     timesteps = schedulers[names[0]].timesteps
@@ -58,14 +53,8 @@ def joint_sample(
             else:
                 env = None
             z_in = schedulers[m].scale_model_input(torch.cat([z, z]), t)
-            if env is not None and guide_env:
-                ctx_uncond, ctx_cond = contexts[m].chunk(2)
-                z_uncond, z_cond = z_in.chunk(2)
-                eps_uncond = diffusers[m].denoise(z_uncond, t, ctx_uncond, None)
-                eps_cond = diffusers[m].denoise(z_cond, t, ctx_cond, env)
-            else:
-                env_in = torch.cat([env, env]) if env is not None else None
-                eps_uncond, eps_cond = diffusers[m].denoise(z_in, t, contexts[m], env_in).chunk(2)
+            env_in = torch.cat([env, env]) if env is not None else None
+            eps_uncond, eps_cond = diffusers[m].denoise(z_in, t, contexts[m], env_in).chunk(2)
             eps = eps_uncond + guidance * (eps_cond - eps_uncond)
             latents[m] = schedulers[m].step(eps, t, z).prev_sample
         if callback is not None and callback(i, int(t), latents) is False:

@@ -143,23 +143,3 @@ def test_bad_arguments_fail_before_sampling_with_clear_errors(composer, kwargs, 
     with pytest.raises((CodiError, InvalidInputError, UnknownModalityError), match=match):
         composer(kwargs.pop("inputs"), kwargs.pop("outputs"), progress=False, callback=lambda *a: called.append(1), **kwargs)
     assert called == []
-
-
-def test_guide_env_runs_the_unconditional_half_without_environment(composer):
-    """With ``guide_env`` guidance also amplifies the other stream: eps = eps(∅, no env) +
-    g·(eps(c, env) − eps(∅, no env)); the unconditional call must see no environment."""
-    d = {m: composer.diffuser(m) for m in ("image", "audio")}
-    seen = []
-    orig = type(d["image"]).denoise
-
-    def spy(self, z, t, ctx, env=None):
-        seen.append((z.shape[0], env is None))
-        return orig(self, z, t, ctx, env)
-
-    ctx = torch.cat([composer.unconditional_context(1), composer.encode_inputs({"text": "a red circle"})])
-    latents = {m: torch.randn((1, *d[m].latent_shape), generator=torch.Generator().manual_seed(0)) for m in d}
-    schedulers = {m: composer._scheduler("ddim", d[m].scheduler_config, 2) for m in d}
-    with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(type(d["image"]), "denoise", spy)
-        joint_sample(d, latents, {m: ctx for m in d}, schedulers, 2.0, "cross", guide_env=True)
-    assert seen == [(1, True), (1, False)] * 2  # per step: uncond without env, cond with it
