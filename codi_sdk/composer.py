@@ -285,7 +285,7 @@ class Composer:
         gen = torch.Generator("cpu")
         gen.manual_seed(seed if seed is not None else torch.seed())
         latents = {
-            m: torch.randn((b, *d.latent_shape), generator=gen, dtype=torch.float32).to(self.device, self.dtype)
+            m: d.sample_noise((b, *d.latent_shape), generator=gen).to(self.device, self.dtype)
             for m, d in diffusers.items()
         }
         schedulers = {m: self._scheduler(scheduler, d.scheduler_config, steps) for m, d in diffusers.items()}

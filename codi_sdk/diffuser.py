@@ -66,6 +66,12 @@ class Diffuser(nn.Module):
         """Predict the noise in ``z_t`` at timestep ``t`` given the prompt ``context`` and ``env``."""
         raise NotImplementedError
 
+    def sample_noise(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Gaussian noise of ``shape`` ``[B, *latent_shape]`` (float32, on the generator's device):
+        the start of sampling and the noise of training. Default: i.i.d. ``torch.randn``; a
+        modality may correlate it (video: shared across frames), and then trains with it too."""
+        return torch.randn(shape, generator=generator, dtype=torch.float32)
+
     @property
     def latent_scale(self) -> float:
         """The factor :meth:`encode` multiplies VAE latents by (``vae.config.scaling_factor``)."""

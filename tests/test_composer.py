@@ -113,6 +113,23 @@ def test_dpm_solver_is_selectable(composer):
     assert out["image"][0].array.dtype == np.uint8
 
 
+def test_sampling_starts_from_the_diffusers_own_noise_prior(composer, monkeypatch):
+    """compose() draws its start latents with ``Diffuser.sample_noise`` (video correlates frames)."""
+    image = composer.diffuser("image")
+    seen = []
+
+    def record(shape, generator=None):
+        seen.append(shape)
+        return torch.zeros(shape)
+
+    monkeypatch.setattr(image, "sample_noise", record)
+    composer({"text": "a red circle"}, ["image"], steps=2, seed=0, progress=False)
+    assert seen == [(1, *image.latent_shape)]
+    monkeypatch.undo()
+    default = image.sample_noise((2, 3), torch.Generator().manual_seed(5))
+    assert torch.equal(default, torch.randn((2, 3), generator=torch.Generator().manual_seed(5)))
+
+
 def test_callback_can_stop_the_loop(composer):
     seen = []
 

@@ -185,3 +185,71 @@ def test_joint_loss_noises_each_stream_at_its_own_timestep_unless_asked(same_t):
     assert torch.equal(text.seen_t[0], other.seen_t[0]) is same_t
     out["loss"].backward()
     assert text.env_encoder.weight.grad is not None and other.env_encoder.weight.grad is not None
+
+
+class _RecordingDenoiser(torch.nn.Module):
+    """A stand-in diffuser whose prediction is zero: the ε-loss of a sample is the mean of noise²."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(()))
+        self.seen_t = None
+
+    def denoise(self, z, t, ctx):
+        self.seen_t = t
+        return torch.zeros_like(z) + self.bias
+
+
+def test_diffusion_loss_weights_high_noise_by_one_over_snr_up_to_the_cap():
+    from codi_sdk.training.losses import DiffusionLoss
+
+    model = _RecordingDenoiser()
+    latents, ctx = torch.randn(64, 4, 2, 2), torch.zeros(64, 1, 8)
+    plain = DiffusionLoss(model, torch.zeros(1, 1, 8), p_uncond=0.0)
+    torch.manual_seed(1)
+    out = plain(latents, ctx)["loss"]
+    torch.manual_seed(1)
+    torch.rand(64), torch.randint(0, 1000, (64,))  # the same draws as inside: dropout, t, then the noise
+    noise = torch.randn_like(latents)
+    assert out.item() == pytest.approx(noise.pow(2).mean().item(), rel=1e-5)  # w = 1: the plain ε-loss
+
+    weighted = DiffusionLoss(model, torch.zeros(1, 1, 8), p_uncond=0.0, high_noise_weight=20.0)
+    torch.manual_seed(1)
+    out = weighted(latents, ctx)["loss"]
+    abar = weighted.noise.alphas_cumprod.float()
+    w = ((1 - abar) / abar).clamp(1, 20)[model.seen_t]
+    assert out.item() == pytest.approx((w * noise.pow(2).flatten(1).mean(1)).mean().item(), rel=1e-5)
+    assert w.min() == 1 and w.max() == 20  # low noise unweighted, high noise capped
+    assert abar[999] < 1 / 21 and abar[0] > 0.5  # so both ends of the clamp are reached by some t
+    with pytest.raises(ValueError, match="high_noise_weight"):
+        DiffusionLoss(model, torch.zeros(1, 1, 8), high_noise_weight=0.5)
+
+
+def test_diffusion_loss_draws_a_share_of_timesteps_from_the_capped_high_noise_range():
+    from codi_sdk.training.losses import DiffusionLoss
+
+    model = _RecordingDenoiser()
+    loss = DiffusionLoss(model, torch.zeros(1, 1, 8), p_uncond=0.0, high_noise_weight=20.0, high_noise_share=0.5)
+    abar = loss.noise.alphas_cumprod.float()
+    snr_inv = (1 - abar) / abar
+    assert snr_inv[loss.t_high] >= 20 > snr_inv[loss.t_high - 1]  # where the weight reaches its cap
+    torch.manual_seed(2)
+    loss(torch.randn(4000, 1, 1, 1), torch.zeros(4000, 1, 8))
+    high = (model.seen_t >= loss.t_high).float().mean().item()
+    uniform_high = (1000 - loss.t_high) / 1000
+    assert high == pytest.approx(0.5 + 0.5 * uniform_high, abs=0.03)
+    with pytest.raises(ValueError, match="high_noise_share"):
+        DiffusionLoss(model, torch.zeros(1, 1, 8), high_noise_share=1.5)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("unet_high_noise_weight", {"video": 0.5}, ">= 1"), ("unet_high_noise_share", {"video": 2.0}, r"\[0, 1\]")],
+)
+def test_recipe_refuses_bad_high_noise_settings(field, value, message):
+    from pydantic import ValidationError
+
+    from codi_sdk.training.recipe import ToyWorldRecipe
+
+    with pytest.raises(ValidationError, match=message):
+        ToyWorldRecipe(**{field: value})

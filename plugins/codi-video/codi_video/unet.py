@@ -7,8 +7,11 @@ UNet keeps its module tree and its state-dict key names — an image UNet folder
 * after every ``ResnetBlock2D``: CoDi's latent shift (:class:`~codi_video.latent_shift.LatentShift`,
   zero-gated);
 * after every spatial ``Transformer2DModel``: a :class:`TemporalAttention` — diffusers ``Attention``
-  over the time axis at each pixel, with a frame position embedding and a zero-initialised output
-  projection.
+  over the time axis at each pixel (or, with ``spacetime``, over every frame and pixel of the
+  video), with a frame position embedding and a zero-initialised output projection; with
+  ``context_dim`` set, also a :class:`ContextLayout` — a bias that depends on the
+  prompt context *and* on the frame and pixel, which lets the prompt say *where* the content is in
+  each frame (a single context token through cross-attention is the same at every pixel and frame).
 
 Every temporal layer starts as the identity, so before training the video UNet returns the image
 UNet's output on every frame. The temporal layers live in :class:`TemporalLayers` (its own
@@ -29,7 +32,7 @@ from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import AttentionMixin
 from diffusers.models.attention_processor import Attention
-from diffusers.models.embeddings import get_1d_sincos_pos_embed_from_grid
+from diffusers.models.embeddings import get_1d_sincos_pos_embed_from_grid, get_2d_sincos_pos_embed
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -46,16 +49,74 @@ logger = logging.getLogger(__name__)
 TEMPORAL_FOLDER = "temporal"
 
 
+#: Frequencies of the Fourier features of (frame, row, column) that :class:`ContextLayout` reads.
+LAYOUT_FREQS = 4
+
+
+def _layout_features(num_frames: int, max_frames: int, height: int, width: int, device, dtype) -> torch.Tensor:
+    """``[T·H·W, 3 + 6·LAYOUT_FREQS]``: (frame, row, column), each scaled to [-1, 1] (frames by
+    ``max_frames``, so a frame's features do not depend on the clip length), and their Fourier
+    features ``sin/cos(π k u / 2)``, k = 1..LAYOUT_FREQS. The half is deliberate: with ``π k u``
+    every feature would have period 2, so the first and last frame (u = ∓1) would share all their
+    cosines and sines and the layout would put the object in the same place in both."""
+    axes = [
+        torch.arange(num_frames, device=device, dtype=torch.float32) / max(max_frames - 1, 1) * 2 - 1,
+        (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height * 2 - 1,
+        (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width * 2 - 1,
+    ]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    k = torch.arange(1, LAYOUT_FREQS + 1, device=device, dtype=torch.float32) * (torch.pi / 2)
+    angles = (grid[:, :, None] * k).flatten(1)
+    return torch.cat([grid, angles.sin(), angles.cos()], dim=1).to(dtype)
+
+
+class ContextLayout(nn.Module):
+    """A residual bias ``f(context, frame, row, column)`` ``[B*T, C, H, W]``, zero at start.
+
+    An MLP over the prompt context (projected once per video) plus Fourier features of each latent
+    pixel's frame and position. It gives the prompt a direct, position-dependent path into the
+    video: e.g. "moving left" puts the object on the right in the first frame and on the left in
+    the last. The output layer is initialised to zero, so a new layout is the identity.
+    """
+
+    def __init__(self, channels: int, context_dim: int, hidden: int = 128):
+        super().__init__()
+        self.context = nn.Linear(context_dim, hidden)
+        self.position = nn.Linear(3 + 6 * LAYOUT_FREQS, hidden, bias=False)
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, channels))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, context: torch.Tensor, num_frames: int, max_frames: int, height: int, width: int) -> torch.Tensor:
+        """``context`` ``[B, K, D]`` (the K tokens are averaged) -> ``[B*T, C, H, W]``."""
+        pos = _layout_features(num_frames, max_frames, height, width, context.device, self.position.weight.dtype)
+        x = self.context(context.mean(dim=1).to(self.position.weight.dtype))[:, None] + self.position(pos)[None]
+        x = self.out(x)  # [B, T*H*W, C]
+        return rearrange(x, "b (t h w) c -> (b t) c h w", t=num_frames, h=height, w=width)
+
+
 class TemporalAttention(nn.Module):
     """Self-attention over the frames of each pixel, residual, starting as the identity.
 
     ``h`` ``[B*T, C, H, W]`` -> LayerNorm + frame position embedding -> diffusers ``Attention``
-    over ``T`` -> added to ``h``. The attention's output projection (``attn.to_out[0]``) is
+    over ``T`` -> added to ``h``. With ``spacetime``, the attention runs over all ``T·H·W`` latent
+    pixels of a video at once (a 2-D sin-cos position embedding is added too), so a frame can see
+    where the content is in the other frames — what keeps a moving object on one path; affordable
+    on small latents (ToyWorld: 8 × 8 × 8 = 512 tokens). The attention's output projection (``attn.to_out[0]``) is
     initialised to zero. Being a diffusers ``Attention``, its processor can be replaced
-    (``VideoUNet.set_attn_processor``).
+    (``VideoUNet.set_attn_processor``). With ``context_dim``, a :class:`ContextLayout` adds a
+    prompt- and position-dependent bias (applied only when a context is passed).
     """
 
-    def __init__(self, channels: int, heads: int = 4, max_frames: int = 8):
+    def __init__(
+        self,
+        channels: int,
+        heads: int = 4,
+        max_frames: int = 8,
+        context_dim: int | None = None,
+        layout_hidden: int = 128,
+        spacetime: bool = False,
+    ):
         super().__init__()
         if channels % heads:
             raise ValueError(f"temporal attention: {channels} channels not divisible by {heads} heads")
@@ -65,15 +126,27 @@ class TemporalAttention(nn.Module):
         self.attn = Attention(query_dim=channels, heads=heads, dim_head=channels // heads, bias=True)
         nn.init.zeros_(self.attn.to_out[0].weight)
         nn.init.zeros_(self.attn.to_out[0].bias)
+        self.layout = ContextLayout(channels, context_dim, layout_hidden) if context_dim else None
+        self.spacetime = spacetime
 
-    def forward(self, h: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, num_frames: int, context: torch.Tensor | None = None) -> torch.Tensor:
         if num_frames > self.pos_embed.shape[1]:
             raise ValueError(f"{num_frames} frames exceed the temporal layers' max_frames={self.pos_embed.shape[1]}")
-        _, _, height, width = h.shape
-        x = rearrange(h, "(b t) c h w -> (b h w) t c", t=num_frames)
-        x = self.norm(x) + self.pos_embed[:, :num_frames].to(x.dtype)
-        x = self.attn(x)
-        return h + rearrange(x, "(b h w) t c -> (b t) c h w", h=height, w=width)
+        _, channels, height, width = h.shape
+        if self.spacetime:
+            x = rearrange(h, "(b t) c h w -> b t (h w) c", t=num_frames)
+            space = get_2d_sincos_pos_embed(channels, (height, width), base_size=height, device=h.device, output_type="pt")
+            x = self.norm(x) + self.pos_embed[:, :num_frames, None].to(x.dtype) + space[None, None].to(x.dtype)
+            x = self.attn(x.flatten(1, 2))
+            out = h + rearrange(x, "b (t h w) c -> (b t) c h w", t=num_frames, h=height, w=width)
+        else:
+            x = rearrange(h, "(b t) c h w -> (b h w) t c", t=num_frames)
+            x = self.norm(x) + self.pos_embed[:, :num_frames].to(x.dtype)
+            x = self.attn(x)
+            out = h + rearrange(x, "(b h w) t c -> (b t) c h w", h=height, w=width)
+        if self.layout is not None and context is not None:
+            out = out + self.layout(context, num_frames, self.pos_embed.shape[1], height, width).to(out.dtype)
+        return out
 
 
 def _key(module_name: str) -> str:
@@ -103,6 +176,13 @@ class TemporalLayers(ModelMixin, ConfigMixin):
         heads: heads of every temporal attention.
         max_frames: length of the frame position embedding (the most frames a video may have).
         num_chunks: chunks of the latent shift.
+        context_dim: feature size of the prompt context; set, every temporal attention gets a
+            :class:`ContextLayout` (None: no layout — the layers of folders saved before it existed).
+        layout_hidden: hidden width of the layouts.
+        spacetime: the temporal attentions attend over all frames *and* pixels of a video
+            (False: over the frames of each pixel — the layers of folders saved before the option).
+        noise_correlation: the share ρ of the noise variance that the frames of a video have in
+            common, in training and sampling (``VideoDiffuser.sample_noise``); 0: i.i.d. noise.
     """
 
     @register_to_config
@@ -113,18 +193,54 @@ class TemporalLayers(ModelMixin, ConfigMixin):
         heads: int = 4,
         max_frames: int = 8,
         num_chunks: int = NUM_CHUNKS,
+        context_dim: int | None = None,
+        layout_hidden: int = 128,
+        spacetime: bool = False,
+        noise_correlation: float = 0.0,
     ):
         super().__init__()
+        if not 0 <= noise_correlation < 1:
+            raise ValueError(f"noise_correlation must be in [0, 1), got {noise_correlation}")
         self.shifts = nn.ModuleDict({_key(n): LatentShift(c, num_chunks) for n, c in (shift_channels or {}).items()})
         self.attentions = nn.ModuleDict(
-            {_key(n): TemporalAttention(c, heads, max_frames) for n, c in (attention_channels or {}).items()}
+            {
+                _key(n): TemporalAttention(c, heads, max_frames, context_dim, layout_hidden, spacetime)
+                for n, c in (attention_channels or {}).items()
+            }
         )
 
     @classmethod
-    def for_unet(cls, unet: UNet2DConditionModel, heads: int = 4, max_frames: int = 8, num_chunks: int = NUM_CHUNKS) -> "TemporalLayers":
-        """New identity-initialised temporal layers for every residual block and transformer of ``unet``."""
+    def for_unet(
+        cls,
+        unet: UNet2DConditionModel,
+        heads: int = 4,
+        max_frames: int = 8,
+        num_chunks: int = NUM_CHUNKS,
+        layout: bool = False,
+        spacetime: bool = False,
+        noise_correlation: float = 0.0,
+    ) -> "TemporalLayers":
+        """New identity-initialised temporal layers for every residual block and transformer of
+        ``unet``; with ``layout``, context layouts reading the UNet's ``cross_attention_dim``;
+        with ``spacetime``, attention over all frames and pixels of a video."""
         shifts, attentions = _temporal_sites(unet)
-        return cls(shift_channels=shifts, attention_channels=attentions, heads=heads, max_frames=max_frames, num_chunks=num_chunks)
+        context_dim = None
+        if layout:
+            dims = unet.config.cross_attention_dim
+            dims = set(dims) if isinstance(dims, (list, tuple)) else {dims}
+            if len(dims) != 1:
+                raise ValueError(f"context layouts need one cross_attention_dim, the UNet has {sorted(dims)}")
+            context_dim = int(dims.pop())
+        return cls(
+            shift_channels=shifts,
+            attention_channels=attentions,
+            heads=heads,
+            max_frames=max_frames,
+            num_chunks=num_chunks,
+            context_dim=context_dim,
+            spacetime=spacetime,
+            noise_correlation=noise_correlation,
+        )
 
 
 class VideoUNet(nn.Module, AttentionMixin):
@@ -134,6 +250,9 @@ class VideoUNet(nn.Module, AttentionMixin):
         unet: the image denoiser; its weights are used unchanged (not copied).
         temporal: temporal layers matching ``unet`` (default: new ones, identity at start).
         heads, max_frames: for new temporal layers.
+        layout: new temporal layers get context layouts (:class:`ContextLayout`).
+        spacetime: new temporal attentions attend over all frames and pixels (see :class:`TemporalAttention`).
+        noise_correlation: of new temporal layers (see :class:`TemporalLayers`).
 
     Calling the inner ``self.unet`` directly (outside :meth:`forward`) skips the temporal layers,
     i.e. it is exactly the image denoiser.
@@ -145,10 +264,17 @@ class VideoUNet(nn.Module, AttentionMixin):
         temporal: TemporalLayers | None = None,
         heads: int = 4,
         max_frames: int = 8,
+        layout: bool = False,
+        spacetime: bool = False,
+        noise_correlation: float = 0.0,
     ):
         super().__init__()
         self.unet = unet
-        self.temporal = temporal if temporal is not None else TemporalLayers.for_unet(unet, heads=heads, max_frames=max_frames)
+        if temporal is None:
+            temporal = TemporalLayers.for_unet(
+                unet, heads=heads, max_frames=max_frames, layout=layout, spacetime=spacetime, noise_correlation=noise_correlation
+            )
+        self.temporal = temporal
         shifts, attentions = _temporal_sites(unet)
         expected = ({_key(n) for n in shifts}, {_key(n) for n in attentions})
         found = (set(self.temporal.shifts.keys()), set(self.temporal.attentions.keys()))
@@ -159,6 +285,7 @@ class VideoUNet(nn.Module, AttentionMixin):
                 f"extra {sorted((found[0] - expected[0]) | (found[1] - expected[1]))})"
             )
         self._num_frames: int | None = None
+        self._context: torch.Tensor | None = None
         modules = dict(unet.named_modules())
         for name in shifts:
             modules[name].register_forward_hook(_TemporalHook(self, "shifts", _key(name)))
@@ -206,6 +333,7 @@ class VideoUNet(nn.Module, AttentionMixin):
         timestep = timestep.reshape(-1).expand(b) if timestep.numel() == 1 else timestep.reshape(b)
         frames = sample.flatten(0, 1)
         self._num_frames = t
+        self._context = encoder_hidden_states
         try:
             out = self.unet(
                 frames,
@@ -215,6 +343,7 @@ class VideoUNet(nn.Module, AttentionMixin):
             ).sample
         finally:
             self._num_frames = None
+            self._context = None
         return out.unflatten(0, (b, t))
 
     # -- weights -------------------------------------------------------------------------------------
@@ -262,9 +391,19 @@ class _TemporalHook:
         if t is None:
             return output
         layer = getattr(self.owner.temporal, self.kind)[self.key]
+        if self.kind == "attentions":
+            context = self.owner._context
+
+            def apply(h):
+                return layer(h, t, context)
+        else:
+
+            def apply(h):
+                return layer(h, t)
+
         if isinstance(output, tuple):  # Transformer2DModel(..., return_dict=False) -> (sample,)
-            return (layer(output[0], t), *output[1:])
+            return (apply(output[0]), *output[1:])
         if hasattr(output, "sample"):
-            output.sample = layer(output.sample, t)
+            output.sample = apply(output.sample)
             return output
-        return layer(output, t)
+        return apply(output)

@@ -42,6 +42,12 @@ def video_diffuser(image_diffuser) -> VideoDiffuser:
     return VideoDiffuser.from_image_diffuser(image_diffuser).eval()
 
 
+@pytest.fixture(scope="module")
+def video_with_options(image_diffuser) -> VideoDiffuser:
+    """The opt-in temporal options: context layouts, space-time attention, correlated noise."""
+    return VideoDiffuser.from_image_diffuser(image_diffuser, layout=True, spacetime=True, noise_correlation=0.5).eval()
+
+
 def _randomise_temporal(diffuser: VideoDiffuser) -> None:
     torch.manual_seed(1)
     for p in diffuser.unet.temporal.parameters():
@@ -145,6 +151,24 @@ def test_temporal_layers_mix_frames_only_after_training(video_diffuser):
     assert torch.equal(direct, video_diffuser.unet.unet(frames, 100, encoder_hidden_states=ctx.expand(8, -1, -1)).sample)
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("spacetime", [False, True])
+def test_spacetime_attention_lets_a_pixel_see_other_pixels_of_other_frames(image_diffuser, spacetime):
+    """Per-pixel temporal attention: a pixel's output ignores other pixels of other frames (up to
+    what the spatial layers spread); space-time attention: it does not. Tested on the layer alone."""
+    from codi_video.unet import TemporalAttention
+
+    torch.manual_seed(7)
+    layer = TemporalAttention(16, heads=2, max_frames=8, spacetime=spacetime)
+    torch.nn.init.normal_(layer.attn.to_out[0].weight)
+    h = torch.randn(8, 16, 4, 4)  # one video of 8 frames
+    h2 = h.clone()
+    h2[5, :, 3, 3] += torch.randn(16)  # frame 5, pixel (3, 3) (not a constant: the LayerNorm would remove it)
+    same = torch.allclose(layer(h, 8)[0, :, 0, 0], layer(h2, 8)[0, :, 0, 0])  # frame 0, pixel (0, 0)
+    assert same != spacetime
+    assert torch.allclose(TemporalAttention(16, 2, 8, spacetime=spacetime)(h, 8), h)  # identity at start
+
+
 def test_temporal_layers_receive_gradients(video_diffuser):
     import copy
 
@@ -154,6 +178,111 @@ def test_temporal_layers_receive_gradients(video_diffuser):
     temporal = video.unet.temporal
     assert all(blk.gate.grad is not None and blk.gate.grad.abs().sum() > 0 for blk in temporal.shifts.values())
     assert all(a.attn.to_out[0].weight.grad.abs().sum() > 0 for a in temporal.attentions.values())
+    assert all(a.layout is None and not a.spacetime for a in temporal.attentions.values())  # off by default
+
+
+@torch.no_grad()
+def test_temporal_options_start_as_the_identity_and_train(image_diffuser, video_with_options):
+    import copy
+
+    z, t, ctx, env = torch.randn(2, 8, 4, 8, 8), torch.tensor([5, 700]), torch.randn(2, 1, 64), torch.randn(2, 4, 64)
+    assert torch.equal(video_with_options.denoise(z, t, ctx, env), _image_output(image_diffuser, z, t, ctx, env))
+    video = copy.deepcopy(video_with_options).train()
+    with torch.enable_grad():
+        video.denoise(z, t, ctx).square().mean().backward()
+    temporal = video.unet.temporal
+    assert all(a.spacetime and a.layout.out[-1].weight.grad.abs().sum() > 0 for a in temporal.attentions.values())
+
+
+@torch.no_grad()
+def test_context_layout_depends_on_context_frame_and_position_and_starts_at_zero():
+    from codi_video.unet import ContextLayout
+
+    torch.manual_seed(6)
+    layout = ContextLayout(channels=16, context_dim=64, hidden=32)
+    ctx = torch.randn(2, 1, 64)
+    assert torch.equal(layout(ctx, 8, 8, 4, 4), torch.zeros(16, 16, 4, 4))  # [B*T, C, H, W], zero at start
+    torch.nn.init.normal_(layout.out[-1].weight)
+    out = layout(ctx, 8, 8, 4, 4).unflatten(0, (2, 8))  # [B, T, C, H, W]
+    assert not torch.allclose(out[0], out[1])  # another context
+    assert not torch.allclose(out[0, 0], out[0, 7])  # another frame
+    assert not torch.allclose(out[0, 0, :, 0, 0], out[0, 0, :, 3, 3])  # another pixel
+    # a frame's bias does not depend on the clip length; several context tokens are averaged
+    assert torch.allclose(layout(ctx, 4, 8, 4, 4).unflatten(0, (2, 4)), out[:, :4], atol=1e-6)
+    assert torch.allclose(layout(ctx.expand(2, 3, 64), 8, 8, 4, 4), layout(ctx, 8, 8, 4, 4), atol=1e-6)
+
+
+def test_video_noise_shares_part_of_its_variance_across_frames(tmp_path, video_with_options):
+    video = video_with_options
+    assert video.noise_correlation == 0.5
+    n = video.sample_noise((512, 8, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    assert n.var().item() == pytest.approx(1.0, abs=0.02)
+    corr = torch.corrcoef(torch.stack([n[:, 0].flatten(), n[:, 5].flatten()]))[0, 1].item()
+    assert corr == pytest.approx(0.5, abs=0.03)
+    again = video.sample_noise((512, 8, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(n, again)
+    # saved with the temporal layers; ρ = 0 is plain torch.randn
+    video.save_pretrained(tmp_path)
+    assert VideoDiffuser.from_pretrained(tmp_path).noise_correlation == 0.5
+    iid = VideoDiffuser.toyworld()  # the shipped configuration: i.i.d. noise
+    assert iid.noise_correlation == 0.0
+    assert torch.equal(iid.sample_noise((2, 8, 4, 8, 8), torch.Generator().manual_seed(3)), torch.randn((2, 8, 4, 8, 8), generator=torch.Generator().manual_seed(3)))
+    from codi_video.unet import TemporalLayers
+
+    with pytest.raises(ValueError, match="noise_correlation"):
+        TemporalLayers(noise_correlation=1.0)
+
+
+def test_layout_features_tell_the_first_frame_from_the_last():
+    """Fourier features of period 2 on [-1, 1] would make frames 0 and 7 identical but for the raw
+    coordinate (a trained layout then put the object in the same place in both)."""
+    from codi_video.unet import _layout_features
+
+    feats = _layout_features(8, 8, 1, 1, "cpu", torch.float32)  # one pixel, 8 frames
+    fourier = feats[:, 3:]
+    assert (fourier[0] - fourier[7]).abs().max() > 0.5
+    # no two frames share their features
+    dists = torch.cdist(fourier, fourier) + torch.eye(8) * 10
+    assert dists.min() > 0.1
+
+
+@torch.no_grad()
+def test_the_prompt_moves_content_only_through_a_trained_layout(video_with_options):
+    """Two contexts that cross-attention cannot tell apart (one token each: the same value at every
+    pixel) still get different per-frame, per-pixel outputs once the layout is non-zero."""
+    import copy
+
+    video = copy.deepcopy(video_with_options)
+    z, t = torch.randn(1, 8, 4, 8, 8), torch.tensor([500])
+    ctx_a, ctx_b = torch.randn(1, 1, 64), torch.randn(1, 1, 64)
+    base_a, base_b = video.denoise(z, t, ctx_a), video.denoise(z, t, ctx_b)
+    for a in video.unet.temporal.attentions.values():
+        torch.nn.init.normal_(a.layout.out[-1].weight, std=0.1)
+    moved_a, moved_b = video.denoise(z, t, ctx_a), video.denoise(z, t, ctx_b)
+    delta_a, delta_b = moved_a - base_a, moved_b - base_b
+    assert delta_a.abs().max() > 1e-3 and not torch.allclose(delta_a, delta_b, atol=1e-4)
+
+
+@torch.no_grad()
+def test_temporal_layers_saved_without_layouts_still_load(tmp_path, image_diffuser):
+    """Folders written before context layouts existed (no ``context_dim`` in temporal/config.json)
+    load as they were: no layout, same outputs."""
+    import json
+
+    from codi_video.unet import TemporalLayers, VideoUNet
+
+    video = VideoDiffuser.from_image_diffuser(image_diffuser).eval()
+    video.unet = VideoUNet(video.unet.unet, TemporalLayers.for_unet(video.unet.unet, layout=False, spacetime=False))
+    _randomise_temporal(video)
+    video.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "unet" / "temporal" / "config.json").read_text())
+    for option in ("context_dim", "layout_hidden", "spacetime", "noise_correlation"):  # as before these options
+        config.pop(option)
+    (tmp_path / "unet" / "temporal" / "config.json").write_text(json.dumps(config))
+    loaded = VideoDiffuser.from_pretrained(tmp_path)
+    assert all(a.layout is None and not a.spacetime for a in loaded.unet.temporal.attentions.values())
+    z, t, ctx = torch.randn(1, 8, 4, 8, 8), torch.tensor([50]), torch.randn(1, 1, 64)
+    assert torch.equal(video.denoise(z, t, ctx), loaded.denoise(z, t, ctx))
 
 
 @torch.no_grad()
