@@ -240,6 +240,8 @@ def test_diffusion_loss_draws_a_share_of_timesteps_from_the_capped_high_noise_ra
     assert high == pytest.approx(0.5 + 0.5 * uniform_high, abs=0.03)
     with pytest.raises(ValueError, match="high_noise_share"):
         DiffusionLoss(model, torch.zeros(1, 1, 8), high_noise_share=1.5)
+    # a cap above every 1/SNR: nothing is capped, the extra draws go to the last timestep
+    assert DiffusionLoss(model, torch.zeros(1, 1, 8), high_noise_weight=1e4, high_noise_share=0.5).t_high == 999
 
 
 @pytest.mark.parametrize(

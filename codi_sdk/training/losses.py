@@ -147,7 +147,8 @@ class DiffusionLoss(nn.Module):
         if not 0 <= high_noise_share <= 1:
             raise ValueError(f"high_noise_share must be in [0, 1], got {high_noise_share}")
         self.high_noise_share = high_noise_share
-        self.t_high = int(torch.nonzero((1 - abar) / abar >= high_noise_weight)[0])
+        capped = torch.nonzero((1 - abar) / abar >= high_noise_weight).flatten()
+        self.t_high = int(capped[0]) if len(capped) else len(abar) - 1  # first t at the cap (else the last)
 
     def forward(self, latents: torch.Tensor, contexts: torch.Tensor):
         b = latents.shape[0]

@@ -246,7 +246,10 @@ class ToyWorldTrainer:
             ctx = torch.where(use_partial.to(partial.device), partial[idx], contexts[idx])
             return {"latents": latents[idx].to(dev), "contexts": ctx.to(dev)}
 
-        result = self._fit(name_unet, DiffusionLoss(d, uncond, r.p_uncond, r.unet_high_noise_weight.get(m, 1.0), r.unet_high_noise_share.get(m, 0.0)), unet_batches, r.steps(r.unet_steps, m, 1000), r.unet_lr)
+        objective = DiffusionLoss(
+            d, uncond, r.p_uncond, r.unet_high_noise_weight.get(m, 1.0), r.unet_high_noise_share.get(m, 0.0)
+        )
+        result = self._fit(name_unet, objective, unet_batches, r.steps(r.unet_steps, m, 1000), r.unet_lr)
         self._save(d, self.out / m)
         self._mark(name_unet, *result)
 

@@ -391,15 +391,10 @@ class _TemporalHook:
         if t is None:
             return output
         layer = getattr(self.owner.temporal, self.kind)[self.key]
-        if self.kind == "attentions":
-            context = self.owner._context
+        extra = (self.owner._context,) if self.kind == "attentions" else ()  # the layouts read the prompt
 
-            def apply(h):
-                return layer(h, t, context)
-        else:
-
-            def apply(h):
-                return layer(h, t)
+        def apply(h):
+            return layer(h, t, *extra)
 
         if isinstance(output, tuple):  # Transformer2DModel(..., return_dict=False) -> (sample,)
             return (apply(output[0]), *output[1:])
