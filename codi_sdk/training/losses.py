@@ -118,8 +118,7 @@ class DiffusionLoss(nn.Module):
     plain ε-loss at low noise, the x0 error (ε-error / SNR) at high noise, capped at ``w``. The
     plain ε-loss weights an x0 error by SNR(t), so it barely trains what is decided at high noise:
     the layout. Motivation, on the ToyWorld video denoiser: its x0 estimates got the motion right
-    at t ≤ 700 but no better than chance at t ≥ 850. (Weighting alone did not fix its motion in
-    1 400 steps; see the training guide. The recipe's default is the plain ε-loss.)
+    at t ≤ 700 but no better than chance at t ≥ 850 (see the training guide for what fixed it).
     ``high_noise_share`` of each batch draws its timesteps from where the weight is capped
     (1/SNR ≥ ``high_noise_weight``) rather than from all of them.
     """

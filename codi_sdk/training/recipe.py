@@ -21,18 +21,18 @@ class ToyWorldRecipe(BaseModel):
     vae_batch: dict[str, int] = {"text": 64, "image": 32, "video": 4, "audio": 8}
     vae_lr: float = 1e-3
     vocoder: bool = Field(False, description="also train audio's HiFi-GAN vocoder (else Griffin-Lim decodes)")
-    unet_steps: dict[str, int] = {"text": 1200, "image": 1800, "video": 1400, "audio": 1000}
+    unet_steps: dict[str, int] = {"text": 1200, "image": 1800, "video": 2800, "audio": 1000}
     unet_batch: dict[str, int] = {"text": 128, "image": 64, "video": 8, "audio": 32}
     unet_lr: float = 1e-3
     p_uncond: float = 0.1
     p_partial: float = 0.3
     unet_high_noise_weight: dict[str, float] = Field(
-        {},
+        {"video": 20.0},
         description="per modality: weight the ε-loss by max(1, min(1/SNR(t), w)) — the x0 error at high "
         "noise, where a video's layout (where the object starts, which way it goes) is decided; absent: plain ε-loss",
     )
     unet_high_noise_share: dict[str, float] = Field(
-        {}, description="per modality: share of each batch whose timesteps come from where that weight is capped"
+        {"video": 0.5}, description="per modality: share of each batch whose timesteps come from where that weight is capped"
     )
     # Stage 3: joint generation, per (text, m) pair.
     joint_steps: dict[str, int] = {"image": 1000, "video": 200, "audio": 1000}

@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 NUM_FRAMES = 8
 #: Side of the average pooling applied to each frame's latent before the environment encoder.
 ENV_POOL = 2
+#: ToyWorld's noise prior: half of the noise variance is shared by the frames of a video.
+TOYWORLD_NOISE_CORRELATION = 0.5
 
 
 class VideoDiffuser(Diffuser):
@@ -108,8 +110,11 @@ class VideoDiffuser(Diffuser):
     @classmethod
     def toyworld(cls) -> "VideoDiffuser":
         """A new, untrained diffuser in the ToyWorld configuration: the image ToyWorld diffuser
-        inflated (8 frames of 32×32, latents ``(8, 4, 8, 8)``)."""
-        return cls.from_image_diffuser(ImageDiffuser.toyworld())
+        inflated (8 frames of 32×32, latents ``(8, 4, 8, 8)``), with space-time attention,
+        context layouts and a correlated noise prior (ρ = 0.5)."""
+        return cls.from_image_diffuser(
+            ImageDiffuser.toyworld(), layout=True, spacetime=True, noise_correlation=TOYWORLD_NOISE_CORRELATION
+        )
 
     @classmethod
     def from_image_diffuser(
@@ -129,8 +134,8 @@ class VideoDiffuser(Diffuser):
         ``include_joint`` the image's joint-attention weights are copied too (same layer names).
         The environment encoder is new (the video latent has more tokens). ``layout``,
         ``spacetime``: options of the new temporal layers (:class:`~codi_video.unet.VideoUNet`);
-        ``noise_correlation``: see :meth:`sample_noise`. All three are off in the shipped ToyWorld
-        configuration (see the video plugin's docs for what they measured).
+        ``noise_correlation``: see :meth:`sample_noise`. All three are on in the ToyWorld
+        configuration (:meth:`toyworld`).
         """
         vae = AutoencoderKL.from_config(image.vae.config)
         unet = VideoUNet(
@@ -203,9 +208,8 @@ class VideoDiffuser(Diffuser):
 
         A correlated noise prior for video diffusion (Ge et al. 2023, "Preserve Your Own
         Correlation"): the random blob from which each frame's object grows is largely the same
-        in every frame, so the frames commit to one object in one place. On ToyWorld (ρ = 0.5,
-        1 400 steps) it made the generated frames show one object instead of one per frame's own
-        noise, but did not make the motion follow the prompt; the shipped weights use ρ = 0.
+        in every frame, so the frames commit to one object in one place (with i.i.d. noise, each
+        ToyWorld frame's object sat where that frame's own noise put it). ToyWorld uses ρ = 0.5.
         """
         rho = self.noise_correlation
         if rho == 0:

@@ -224,7 +224,8 @@ def test_video_noise_shares_part_of_its_variance_across_frames(tmp_path, video_w
     # saved with the temporal layers; ρ = 0 is plain torch.randn
     video.save_pretrained(tmp_path)
     assert VideoDiffuser.from_pretrained(tmp_path).noise_correlation == 0.5
-    iid = VideoDiffuser.toyworld()  # the shipped configuration: i.i.d. noise
+    assert VideoDiffuser.toyworld().noise_correlation == 0.5  # the ToyWorld configuration
+    iid = VideoDiffuser.from_image_diffuser(ImageDiffuser.toyworld())  # the option's default: i.i.d.
     assert iid.noise_correlation == 0.0
     assert torch.equal(iid.sample_noise((2, 8, 4, 8, 8), torch.Generator().manual_seed(3)), torch.randn((2, 8, 4, 8, 8), generator=torch.Generator().manual_seed(3)))
     from codi_video.unet import TemporalLayers
