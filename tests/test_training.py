@@ -246,7 +246,10 @@ def test_diffusion_loss_draws_a_share_of_timesteps_from_the_capped_high_noise_ra
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("unet_high_noise_weight", {"video": 0.5}, ">= 1"), ("unet_high_noise_share", {"video": 2.0}, r"\[0, 1\]")],
+    [
+        ("unet_high_noise_weight", {"video": 0.5}, r"video\n.*greater than or equal to 1"),
+        ("unet_high_noise_share", {"video": 2.0}, r"video\n.*less than or equal to 1"),
+    ],
 )
 def test_recipe_refuses_bad_high_noise_settings(field, value, message):
     from pydantic import ValidationError
