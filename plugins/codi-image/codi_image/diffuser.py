@@ -212,7 +212,7 @@ class ImageDiffuser(Diffuser):
                 f"unet.in_channels={unet.config.in_channels} does not match the VAE's latent_channels={self.latent_shape[0]}"
             )
         if env_dim is None:
-            env_dim = env_encoder.config.out_dim if env_encoder is not None else _cross_dim(unet)
+            env_dim = env_encoder.config.out_dim if env_encoder is not None else cross_dim(unet)
         if env_encoder is None:
             c, h, w = self.latent_shape
             env_encoder = EnvironmentEncoder(
@@ -321,10 +321,11 @@ class ImageDiffuser(Diffuser):
         return model.eval()
 
 
-def _cross_dim(unet: UNet2DConditionModel) -> int:
+def cross_dim(unet: UNet2DConditionModel, hint: str = "pass env_dim explicitly") -> int:
+    """The UNet's single ``cross_attention_dim`` (a per-block list must hold one value)."""
     dim = unet.config.cross_attention_dim
     if isinstance(dim, (list, tuple)):
         if len(set(dim)) != 1:
-            raise ValueError(f"UNet has per-block cross_attention_dim {dim}; pass env_dim explicitly")
+            raise ValueError(f"UNet has per-block cross_attention_dim {dim}; {hint}")
         dim = dim[0]
     return int(dim)

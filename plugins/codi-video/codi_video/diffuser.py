@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from codi_image.diffuser import (
     ENV_TOKENS,
     ImageDiffuser,
+    cross_dim,
     vae_decode,
     vae_encode,
     vae_latent_shape,
@@ -90,7 +91,7 @@ class VideoDiffuser(Diffuser):
             raise ValueError(f"num_frames={num_frames} exceeds the temporal layers' max_frames={max_frames}")
         self.latent_shape = (num_frames, c, h, w)
         if env_dim is None:
-            env_dim = env_encoder.config.out_dim if env_encoder is not None else _cross_dim(unet.unet)
+            env_dim = env_encoder.config.out_dim if env_encoder is not None else cross_dim(unet.unet)
         if env_encoder is None:
             env_encoder = EnvironmentEncoder(
                 in_channels=c, max_tokens=num_tokens(self.latent_shape), num_tokens=ENV_TOKENS, out_dim=env_dim
@@ -303,13 +304,3 @@ def _public(config: Any) -> dict[str, Any]:
         for k, v in dict(config).items()
         if not k.startswith("_") and k != "scaling_factor"
     }
-
-
-def _cross_dim(unet: UNet2DConditionModel) -> int:
-    dim = unet.config.cross_attention_dim
-    if isinstance(dim, (list, tuple)):
-        if len(set(dim)) != 1:
-            raise ValueError(f"UNet has per-block cross_attention_dim {dim}; pass env_dim explicitly")
-        dim = dim[0]
-    return int(dim)
-

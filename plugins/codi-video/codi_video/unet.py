@@ -224,13 +224,9 @@ class TemporalLayers(ModelMixin, ConfigMixin):
         ``unet``; with ``layout``, context layouts reading the UNet's ``cross_attention_dim``;
         with ``spacetime``, attention over all frames and pixels of a video."""
         shifts, attentions = _temporal_sites(unet)
-        context_dim = None
-        if layout:
-            dims = unet.config.cross_attention_dim
-            dims = set(dims) if isinstance(dims, (list, tuple)) else {dims}
-            if len(dims) != 1:
-                raise ValueError(f"context layouts need one cross_attention_dim, the UNet has {sorted(dims)}")
-            context_dim = int(dims.pop())
+        from codi_image.diffuser import cross_dim
+
+        context_dim = cross_dim(unet, "context layouts need one") if layout else None
         return cls(
             shift_channels=shifts,
             attention_channels=attentions,
