@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,6 +119,84 @@ def test_codi_train_runs_all_stages_writes_loadable_weights_and_resumes(tmp_path
     again = Composer(weights=shipped)({"text": "a red circle"}, ["image", "audio"], steps=2, seed=0, progress=False)
     diff = abs(again["image"][0].array.astype(int) - result["image"][0].array.astype(int))
     assert diff.mean() < 3, diff.mean()
+
+
+def _tensors(folder):
+    from safetensors.torch import load_file
+
+    return {f"{f.relative_to(folder)}:{k}": v for f in sorted(folder.rglob("*.safetensors")) for k, v in load_file(str(f)).items()}
+
+
+@pytest.mark.slow
+def test_training_is_seeded_stage_by_stage_and_refines_after_the_weighted_run(tmp_path):
+    """Same seed: the same weights, whether the stages run in one command or one command each; the
+    refine sub-stage runs after the denoiser's main run with the plain loss."""
+    from typer.testing import CliRunner
+
+    from codi_sdk.cli import app
+
+    recipe = tmp_path / "recipe.json"
+    tiny = {**TINY, "unet_refine_steps": {"image": 2}, "unet_high_noise_weight": {"image": 5.0}}
+    recipe.write_text(json.dumps(tiny))
+    common = ["--modalities", "text,image", "--recipe", str(recipe)]
+    res = CliRunner().invoke(app, ["train", "toyworld", "--out", str(tmp_path / "all"), *common])
+    assert res.exit_code == 0, res.output
+    for stage in ("1", "2", "3"):
+        res = CliRunner().invoke(app, ["train", "toyworld", "--out", str(tmp_path / "split"), "--stage", stage, *common])
+        assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["train", "toyworld", "--out", str(tmp_path / "seed1"), "--seed", "1", *common])
+    assert res.exit_code == 0, res.output
+
+    state = json.loads((tmp_path / "all" / "state.json").read_text())
+    names = list(state["done"])
+    assert names.index("2-unet-image") < names.index("2-refine-image") < names.index("3-joint-image")
+    assert state["done"]["2-refine-image"]["steps"] == 2 and "2-refine-text" not in state["done"]
+    assert "2-refine-image" in (tmp_path / "all" / "losses.csv").read_text()
+    a, b, c = (_tensors(tmp_path / run / "image") for run in ("all", "split", "seed1"))
+    assert a.keys() == b.keys() and len(a) > 10
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("unet_refine_steps", {"video": -1}), ("unet_refine_lr", 0.0), ("unet_refine_lr_schedule", "exponential")],
+)
+def test_recipe_refuses_bad_refine_settings(field, value):
+    from pydantic import ValidationError
+
+    from codi_sdk.training.recipe import ToyWorldRecipe
+
+    with pytest.raises(ValidationError, match=field):
+        ToyWorldRecipe(**{field: value})
+
+
+def test_linear_schedule_ends_at_zero_and_constant_keeps_the_rate():
+    from accelerate import Accelerator
+
+    from codi_sdk.training.loop import LossLog, fit
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+            self.seen: list[float] = []
+
+        def forward(self, x):
+            return {"loss": (self.w * x).sum()}
+
+    for schedule, moved in (("constant", [0.1] * 4), ("linear", [0.1, 0.075, 0.05, 0.025])):
+        probe = Probe()
+        before = []
+
+        def batches(step, probe=probe, before=before):
+            before.append(float(probe.w.detach()))
+            return {"x": torch.ones(1)}
+
+        fit(probe, batches, 4, 0.1, Accelerator(cpu=True), "probe", LossLog(Path("unused.csv"), enabled=False), lr_schedule=schedule)
+        before.append(float(probe.w.detach()))
+        steps = [round(a - b, 4) for a, b in zip(before, before[1:])]  # AdamW moves by ~lr on a constant gradient
+        assert steps == pytest.approx(moved, abs=2e-3), (schedule, steps)
 
 
 def test_bad_stage_is_refused():

@@ -52,21 +52,25 @@ def fit(
     checkpoint_dir: Path | None = None,
     checkpoint_every: int = 0,
     log_every: int = 25,
+    lr_schedule: str = "constant",
 ) -> dict[str, float]:
     """Minimise ``objective(**batches(step))["loss"]`` for ``steps`` steps with AdamW.
 
     ``batches(step)`` must be a deterministic function of the step (and of the process rank, for
     data parallelism). With ``checkpoint_dir`` the run saves its state every
     ``checkpoint_every`` steps and resumes from the last saved step when started again.
-    Returns the last logged losses.
+    ``lr_schedule`` is a diffusers schedule name (``constant``, ``linear``: to zero at the last
+    step, ``cosine``, ...). Returns the last logged losses.
     """
+    from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
     params = [p for p in objective.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"stage {stage}: nothing to train")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    model, optimizer = accelerator.prepare(objective, optimizer)
+    schedule = get_scheduler(lr_schedule, optimizer, num_warmup_steps=0, num_training_steps=steps)
+    model, optimizer, schedule = accelerator.prepare(objective, optimizer, schedule)
     start = 0
     marker = checkpoint_dir / "step.json" if checkpoint_dir else None
     if marker is not None and marker.exists():
@@ -79,6 +83,7 @@ def fit(
         accelerator.backward(out["loss"])
         accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if step % log_every == 0 or step == steps - 1:
             last = {k: float(v.detach()) for k, v in out.items()}
@@ -94,7 +99,7 @@ def fit(
     accelerator.wait_for_everyone()
     # forget this stage's model and optimiser: accelerate's save_state writes every prepared model,
     # so without this a later stage's checkpoint would hold (and on resume, misload) earlier ones
-    accelerator.free_memory(model, optimizer)
+    accelerator.free_memory(model, optimizer, schedule)
     return last
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -23,7 +23,7 @@ class ToyWorldRecipe(BaseModel):
     vae_batch: dict[str, int] = {"text": 64, "image": 32, "video": 4, "audio": 8}
     vae_lr: float = 1e-3
     vocoder: bool = Field(False, description="also train audio's HiFi-GAN vocoder (else Griffin-Lim decodes)")
-    unet_steps: dict[str, int] = {"text": 1200, "image": 1800, "video": 2800, "audio": 1000}
+    unet_steps: dict[str, int] = {"text": 3600, "image": 1800, "video": 2800, "audio": 1000}
     unet_batch: dict[str, int] = {"text": 128, "image": 64, "video": 8, "audio": 32}
     unet_lr: float = 1e-3
     p_uncond: float = 0.1
@@ -35,6 +35,17 @@ class ToyWorldRecipe(BaseModel):
     )
     unet_high_noise_share: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
         {"video": 0.5}, description="per modality: share of each batch whose timesteps come from where that weight is capped"
+    )
+    unet_refine_steps: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        {"text": 1200, "video": 600},
+        description="per modality: steps of the plain ε-loss after the denoiser's main run (sub-stage "
+        "2-refine-<m>: a fresh optimiser, by default a learning rate falling to zero). After video's "
+        "high-noise-weighted run it trains the low-noise steps that draw edges and corners, which the "
+        "weighting starves; for text it ends the run at a low learning rate. Absent or 0: none",
+    )
+    unet_refine_lr: float = Field(1e-3, gt=0, description="learning rate of the refine sub-stage")
+    unet_refine_lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "linear", description="its schedule (diffusers names; linear and cosine end at zero)"
     )
     # Stage 3: joint generation, per (text, m) pair.
     joint_steps: dict[str, int] = {"image": 1000, "video": 200, "audio": 1000}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 from pathlib import Path
 from typing import Iterable
 
@@ -68,6 +69,16 @@ class ToyWorldTrainer:
     def done(self, name: str) -> bool:
         return name in self.state["done"]
 
+    def _seed(self, name: str) -> None:
+        """Seed torch, numpy and random for sub-stage ``name`` from the recipe seed and the name, so a
+        sub-stage's new weights, noise and timesteps do not depend on what ran before it in this
+        process (``--stage 2`` alone gives what ``--stage all`` gives). Each process gets its own
+        stream; DDP copies rank 0's weights to the others. A resumed sub-stage continues from the
+        random states its checkpoint saved."""
+        from accelerate.utils import set_seed
+
+        set_seed(zlib.crc32(f"{self.recipe.seed}:{name}".encode()), device_specific=True)
+
     def pairs(self, m: str) -> Pairs:
         if m not in self._pairs:
             renderer = None if m in TOYWORLD_NATIVE else self.registry.get(m).render_toyworld
@@ -99,17 +110,18 @@ class ToyWorldTrainer:
             if self.accelerator.is_main_process:
                 shutil.copytree(src, self.out / m, dirs_exist_ok=True)
             self.accelerator.wait_for_everyone()
-            stages = [f"2-vae-{m}", f"2-unet-{m}"] + ([] if m == BRIDGE else [f"1-align-{m}", f"3-joint-{m}"])
+            stages = [f"2-vae-{m}", f"2-unet-{m}", f"2-refine-{m}"] + ([] if m == BRIDGE else [f"1-align-{m}", f"3-joint-{m}"])
             for name in stages:
                 self._mark(name, {}, 0.0)
             self.frozen.add(m)
         if BRIDGE in self.frozen:
             self._mark("1-bridge-image", {}, 0.0)
 
-    def _fit(self, name: str, objective, batches, steps: int, lr: float) -> tuple[dict[str, float], float, int]:
+    def _fit(self, name: str, objective, batches, steps: int, lr: float, lr_schedule: str = "constant") -> tuple[dict[str, float], float, int]:
         t0 = time.time()
         ckpt = self.out / "checkpoints" / name
-        losses = fit(objective, batches, steps, lr, self.accelerator, name, self.log, ckpt, self.recipe.checkpoint_every)
+        losses = fit(objective, batches, steps, lr, self.accelerator, name, self.log, ckpt, self.recipe.checkpoint_every,
+                     lr_schedule=lr_schedule)
         return losses, time.time() - t0, steps  # the caller marks the sub-stage done once its weights are saved
 
     def _rank_indices(self, n: int, batch: int, step: int) -> torch.Tensor:
@@ -139,6 +151,7 @@ class ToyWorldTrainer:
         if BRIDGE in self.frozen:
             first = BRIDGE  # the bridge is already aligned: align every other encoder to it
         elif not self.done(name):
+            self._seed(name)
             text_enc = self.registry.get(BRIDGE).init_encoder().to(dev)
             enc = self.registry.get(first).init_encoder().to(dev)
             p = self.pairs(first)
@@ -162,6 +175,7 @@ class ToyWorldTrainer:
         for m in self.modalities:
             if m == BRIDGE or self.done(f"1-align-{m}"):
                 continue
+            self._seed(f"1-align-{m}")
             text_enc = self.encoder(BRIDGE).eval()
             # the first encoder continues from its joint training with text; the others start new
             enc = self.encoder(m) if m == first else self.registry.get(m).init_encoder().to(dev)
@@ -196,13 +210,15 @@ class ToyWorldTrainer:
         """One modality's latent diffusion model: VAE (unless warm-started), latent scale, denoiser."""
         r = self.recipe
         dev = self.accelerator.device
-        name_vae, name_unet = f"2-vae-{m}", f"2-unet-{m}"
-        if self.done(name_unet):
+        name_vae, name_unet, name_refine = f"2-vae-{m}", f"2-unet-{m}", f"2-refine-{m}"
+        refine_steps = r.steps(r.unet_refine_steps, m, 0)
+        if self.done(name_unet) and (not refine_steps or self.done(name_refine)):
             return
         p = self.pairs(m)
         if self.done(name_vae):
             d = self.diffuser(m)
         else:
+            self._seed(name_vae)
             d = self.registry.get(m).init_diffuser().to(dev)
             if not r.vocoder and getattr(d, "vocoder", None) is not None:
                 d.vocoder = None  # decode with Griffin-Lim; a HiFi-GAN is not worth its CPU time here
@@ -246,12 +262,22 @@ class ToyWorldTrainer:
             ctx = torch.where(use_partial.to(partial.device), partial[idx], contexts[idx])
             return {"latents": latents[idx].to(dev), "contexts": ctx.to(dev)}
 
-        objective = DiffusionLoss(
-            d, uncond, r.p_uncond, r.unet_high_noise_weight.get(m, 1.0), r.unet_high_noise_share.get(m, 0.0)
-        )
-        result = self._fit(name_unet, objective, unet_batches, r.steps(r.unet_steps, m, 1000), r.unet_lr)
-        self._save(d, self.out / m)
-        self._mark(name_unet, *result)
+        if not self.done(name_unet):
+            self._seed(name_unet)
+            objective = DiffusionLoss(
+                d, uncond, r.p_uncond, r.unet_high_noise_weight.get(m, 1.0), r.unet_high_noise_share.get(m, 0.0)
+            )
+            result = self._fit(name_unet, objective, unet_batches, r.steps(r.unet_steps, m, 1000), r.unet_lr)
+            self._save(d, self.out / m)
+            self._mark(name_unet, *result)
+        if refine_steps and not self.done(name_refine):
+            # the plain ε-loss after a high-noise-weighted one: the weighting leaves the low-noise
+            # steps, where edges and corners are drawn, under-trained (see the recipe's field)
+            self._seed(name_refine)
+            result = self._fit(name_refine, DiffusionLoss(d, uncond, r.p_uncond), unet_batches, refine_steps,
+                               r.unet_refine_lr, r.unet_refine_lr_schedule)
+            self._save(d, self.out / m)
+            self._mark(name_refine, *result)
 
     # -- stage 3 ------------------------------------------------------------------------------------
     def train_joint(self) -> None:
@@ -263,6 +289,7 @@ class ToyWorldTrainer:
             name = f"3-joint-{m}"
             if m == BRIDGE or self.done(name):
                 continue
+            self._seed(name)
             text_d, d = self.diffuser(BRIDGE), self.diffuser(m)
             p = self.pairs(m)
             text_lat = self._latents(text_d, Pairs(BRIDGE, p.captions, p.keys, p.partial, p.partial_keys, None))

@@ -87,10 +87,15 @@ class ImageEncoder(Encoder):
         return int(self.model.config.projection_dim)
 
     def forward(self, batch: torch.Tensor) -> EncoderOutput:
-        pixels = clip_preprocess(batch, self.image_size).to(self.device, self.dtype)
-        embeds = self.model(pixel_values=pixels).image_embeds
-        pooled = F.normalize(embeds, dim=-1)
+        pooled, _ = self.features(batch)
         return EncoderOutput(tokens=pooled[:, None, :], pooled=pooled)
+
+    def features(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``[B, 3, H, W]`` in [-1, 1] -> ``(pooled [B, dim]`` unit norm, ``patches [B, P, hidden])``:
+        the embedding and the vision tower's last hidden states of its ``P`` patches (row-major grid)."""
+        pixels = clip_preprocess(batch, self.image_size).to(self.device, self.dtype)
+        out = self.model(pixel_values=pixels)
+        return F.normalize(out.image_embeds, dim=-1), out.last_hidden_state[:, 1:]
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``config.json`` + ``model.safetensors`` (a ``CLIPVisionModelWithProjection`` folder)."""

@@ -10,6 +10,12 @@ so motion — how the frames change — is visible; the result is pooled over ti
 ``proj`` starts at zero, so a new pooler gives the normalised mean of the frame embeddings: an
 encoder inflated from a trained image encoder starts by encoding a still video as its image.
 ``tokens = pooled[:, None]`` (the shared-space contract).
+
+A frame embedding aligned to captions that never say *where* the object is keeps little of its
+position, so the pooler can barely see motion in it. With ``keypoints=K`` the pooler also reads
+each frame's patch tokens through ``K`` learned spatial soft-argmaxes (softmax over patches of a
+linear score, then the expected patch coordinates; Levine et al., 2016): ``2K`` coordinates per
+frame, added to the transformer's input through a zero-initialised projection.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from codi_sdk.errors import WeightsNotFoundError
 
 #: Sub-folder of ``encoder/`` that holds the temporal pooler (the rest is a CLIP vision folder).
 TEMPORAL_FOLDER = "temporal"
+#: Keypoints of the ToyWorld encoder's temporal pooler (see :class:`TemporalPooler`).
+TOYWORLD_KEYPOINTS = 4
 
 
 class TemporalPooler(ModelMixin, ConfigMixin):
@@ -38,11 +46,23 @@ class TemporalPooler(ModelMixin, ConfigMixin):
         dim: width of the frame embeddings and of the output.
         width, depth, heads: the temporal transformer.
         max_frames: length of the learned frame position embedding.
+        keypoints: spatial soft-argmaxes over each frame's patch tokens (0: none, as before).
+        patch_dim: width of the patch tokens (the frame encoder's hidden size); needed with keypoints.
     """
 
     @register_to_config
-    def __init__(self, dim: int = 64, width: int = 64, depth: int = 2, heads: int = 4, max_frames: int = 8):
+    def __init__(
+        self, dim: int = 64, width: int = 64, depth: int = 2, heads: int = 4, max_frames: int = 8,
+        keypoints: int = 0, patch_dim: int = 0,
+    ):
         super().__init__()
+        if keypoints and patch_dim <= 0:
+            raise ValueError(f"keypoints={keypoints} needs patch_dim (the frame encoder's hidden size), got {patch_dim}")
+        if keypoints:
+            self.keypoint_scores = nn.Linear(patch_dim, keypoints)
+            self.proj_keypoints = nn.Linear(2 * keypoints, width)
+            nn.init.zeros_(self.proj_keypoints.weight)
+            nn.init.zeros_(self.proj_keypoints.bias)
         self.proj_in = nn.Linear(dim, width)
         self.pos = nn.Parameter(torch.randn(1, max_frames, width) * 0.02)
         layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
@@ -52,12 +72,30 @@ class TemporalPooler(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, patches: torch.Tensor | None = None) -> torch.Tensor:
+        """``frames [B, T, dim]`` (and, with keypoints, ``patches [B, T, P, patch_dim]`` on a square
+        grid) -> ``[B, dim]``."""
         b, t, _ = frames.shape
         if t > self.config.max_frames:
             raise ValueError(f"{t} frames exceed the temporal pooler's max_frames={self.config.max_frames}")
-        x = self.blocks(self.proj_in(frames) + self.pos[:, :t])
+        x = self.proj_in(frames) + self.pos[:, :t]
+        if self.config.keypoints:
+            if patches is None:
+                raise ValueError("this temporal pooler reads keypoints: pass the frames' patch tokens [B, T, P, patch_dim]")
+            x = x + self.proj_keypoints(self.keypoint_coordinates(patches).flatten(2))
+        x = self.blocks(x)
         return frames.mean(1) + self.proj_out(self.norm(x.mean(1)))
+
+    def keypoint_coordinates(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patch tokens ``[B, T, P, patch_dim]`` -> ``[B, T, K, 2]``: each keypoint's expected (x, y)
+        in [-1, 1] under the softmax of its scores over the ``P`` patches (a √P × √P grid, row-major)."""
+        side = round(patches.shape[2] ** 0.5)
+        if side * side != patches.shape[2]:
+            raise ValueError(f"patch tokens must form a square grid; got {patches.shape[2]} patches")
+        axis = torch.linspace(-1.0, 1.0, side, device=patches.device, dtype=patches.dtype)
+        grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)  # (x, y) per patch
+        weights = self.keypoint_scores(patches).softmax(dim=2)  # [B, T, P, K]
+        return torch.einsum("btpk,pc->btkc", weights, grid)
 
 
 class VideoEncoder(Encoder):
@@ -77,13 +115,19 @@ class VideoEncoder(Encoder):
             temporal = TemporalPooler(dim=frames.dim)
         elif temporal.config.dim != frames.dim:
             raise ValueError(f"temporal pooler dim={temporal.config.dim} differs from the frame encoder's {frames.dim}")
+        hidden = int(frames.model.config.hidden_size)
+        if temporal.config.keypoints and temporal.config.patch_dim != hidden:
+            raise ValueError(f"temporal pooler patch_dim={temporal.config.patch_dim} differs from the frame encoder's hidden size {hidden}")
         self.frames = frames
         self.temporal = temporal
 
     @classmethod
     def toyworld(cls) -> "VideoEncoder":
-        """A new, untrained encoder in the ToyWorld configuration (tiny CLIP per frame, 64-d)."""
-        return cls(ImageEncoder.toyworld())
+        """A new, untrained encoder in the ToyWorld configuration (tiny CLIP per frame, 64-d, with
+        4 keypoints so the pooler sees where the object is in each frame)."""
+        frames = ImageEncoder.toyworld()
+        hidden = int(frames.model.config.hidden_size)
+        return cls(frames, TemporalPooler(dim=frames.dim, keypoints=TOYWORLD_KEYPOINTS, patch_dim=hidden))
 
     @classmethod
     def from_image_encoder(cls, image: ImageEncoder) -> "VideoEncoder":
@@ -105,8 +149,11 @@ class VideoEncoder(Encoder):
         if batch.ndim != 5 or batch.shape[2] != 3:
             raise ValueError(f"expected videos [B, T, 3, H, W] in [-1, 1], got shape {tuple(batch.shape)}")
         b, t = batch.shape[:2]
-        frames = self.frames(batch.flatten(0, 1)).pooled.unflatten(0, (b, t))
-        pooled = F.normalize(self.temporal(frames), dim=-1)
+        if self.temporal.config.keypoints:
+            frames, patches = (x.unflatten(0, (b, t)) for x in self.frames.features(batch.flatten(0, 1)))
+        else:
+            frames, patches = self.frames(batch.flatten(0, 1)).pooled.unflatten(0, (b, t)), None
+        pooled = F.normalize(self.temporal(frames, patches), dim=-1)
         return EncoderOutput(tokens=pooled[:, None, :], pooled=pooled)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:

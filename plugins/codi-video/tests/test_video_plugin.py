@@ -364,6 +364,41 @@ def test_encoder_round_trip_motion_and_still_video(tmp_path):
         VideoEncoder.from_pretrained(tmp_path / "image_encoder")
 
 
+@torch.no_grad()
+def test_keypoints_read_where_the_object_is_and_old_encoders_load_without_them(tmp_path):
+    from codi_video.encoder import TemporalPooler
+
+    torch.manual_seed(7)
+    encoder = VideoEncoder.toyworld().eval()
+    pooler = encoder.temporal
+    assert pooler.config.keypoints == 4 and pooler.config.patch_dim == encoder.frames.model.config.hidden_size
+    # a score that peaks on one patch puts the keypoint at that patch's (x, y)
+    patches = torch.zeros(1, 1, 64, pooler.config.patch_dim)
+    patches[0, 0, 8 * 2 + 7, 0] = 100.0  # row 2, column 7 of the 8x8 grid
+    pooler.keypoint_scores.weight.zero_()
+    pooler.keypoint_scores.weight[0, 0] = 1.0
+    xy = pooler.keypoint_coordinates(patches)[0, 0, 0]
+    assert torch.allclose(xy, torch.tensor([1.0, -1.0 + 2 * 2 / 7]), atol=1e-4)
+    # zero-initialised projection: until trained, the keypoints leave the embedding as it was
+    pooler.proj_out.weight.normal_()  # a trained pooler: its transformer's output counts
+    plain = VideoEncoder(encoder.frames, TemporalPooler(dim=64)).eval()
+    plain.temporal.load_state_dict({k: v for k, v in pooler.state_dict().items() if "keypoint" not in k})
+    videos = torch.rand(2, 8, 3, 32, 32) * 2 - 1
+    assert torch.allclose(encoder(videos).pooled, plain(videos).pooled, atol=1e-6)
+    # trained keypoints change the embedding; the folder round-trips; a folder without keypoints loads as before
+    pooler.proj_keypoints.weight.normal_()
+    assert not torch.allclose(encoder(videos).pooled, plain(videos).pooled)
+    encoder.save_pretrained(tmp_path / "kp")
+    assert torch.equal(VideoEncoder.from_pretrained(tmp_path / "kp")(videos).pooled, encoder(videos).pooled)
+    plain.save_pretrained(tmp_path / "old")
+    old = VideoEncoder.from_pretrained(tmp_path / "old")
+    assert old.temporal.config.keypoints == 0 and torch.equal(old(videos).pooled, plain(videos).pooled)
+    with pytest.raises(ValueError, match="patch_dim"):
+        TemporalPooler(dim=64, keypoints=2)
+    with pytest.raises(ValueError, match="patch tokens"):
+        pooler(torch.randn(1, 8, 64))
+
+
 # -- conversion and refusals --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def modality() -> VideoModality:
