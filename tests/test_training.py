@@ -76,6 +76,7 @@ TINY = {
     "bridge_steps": 2, "align_steps": {"image": 2, "audio": 2}, "align_batch": 8,
     "vae_steps": {"text": 2, "image": 2, "audio": 2}, "vae_batch": {"text": 8, "image": 4, "audio": 2},
     "unet_steps": {"text": 2, "image": 2, "audio": 2}, "unet_batch": {"text": 8, "image": 4, "audio": 2},
+    "unet_refine_steps": {"text": 1, "image": 1, "audio": 1},
     "joint_steps": {"image": 2, "audio": 2}, "joint_batch": {"image": 4, "audio": 2},
 }
 
@@ -96,7 +97,7 @@ def test_codi_train_runs_all_stages_writes_loadable_weights_and_resumes(tmp_path
     state = json.loads((out / "state.json").read_text())
     assert set(state["done"]) == {
         "1-bridge-image", "1-align-image", "1-align-audio", "2-vae-text", "2-unet-text", "2-vae-image", "2-unet-image",
-        "2-vae-audio", "2-unet-audio", "3-joint-image", "3-joint-audio",
+        "2-vae-audio", "2-unet-audio", "3-joint-image", "3-joint-audio", "2-refine-text", "2-refine-image", "2-refine-audio",
     }
     assert "loss" in (out / "losses.csv").read_text()
     before = (out / "losses.csv").read_text()
@@ -225,7 +226,7 @@ def test_a_new_modality_trains_against_a_frozen_base_run(tmp_path):
     assert res.exit_code == 0, res.output
     state = json.loads((out / "state.json").read_text())
     trained = {k for k, v in state["done"].items() if v["final"]}
-    assert trained == {"1-align-audio", "2-vae-audio", "2-unet-audio", "3-joint-audio"}
+    assert trained == {"1-align-audio", "2-vae-audio", "2-unet-audio", "2-refine-audio", "3-joint-audio"}
     for comp in ("encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors"):
         for m in ("text", "image"):
             files = list((base / m).rglob(comp.split("/")[-1]))

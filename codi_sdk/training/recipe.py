@@ -37,11 +37,11 @@ class ToyWorldRecipe(BaseModel):
         {"video": 0.5}, description="per modality: share of each batch whose timesteps come from where that weight is capped"
     )
     unet_refine_steps: dict[str, Annotated[int, Field(ge=0)]] = Field(
-        {"text": 1200, "video": 600},
+        {"text": 1200, "image": 600, "video": 600, "audio": 600},
         description="per modality: steps of the plain ε-loss after the denoiser's main run (sub-stage "
         "2-refine-<m>: a fresh optimiser, by default a learning rate falling to zero). After video's "
         "high-noise-weighted run it trains the low-noise steps that draw edges and corners, which the "
-        "weighting starves; for text it ends the run at a low learning rate. Absent or 0: none",
+        "weighting starves; for the others it ends the run at a low learning rate. Absent or 0: none",
     )
     unet_refine_lr: float = Field(1e-3, gt=0, description="learning rate of the refine sub-stage")
     unet_refine_lr_schedule: Literal["constant", "linear", "cosine"] = Field(

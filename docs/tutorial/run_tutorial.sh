@@ -10,7 +10,7 @@
 #             written by `codi train toyworld --out` (also settable as TUTORIAL_BASE).
 # Environment: TUTORIAL_WORK (folder for the venv and the run; default a new temporary folder,
 #   removed afterwards unless TUTORIAL_KEEP=1), PYTHON (default python3), and the thresholds
-#   TUTORIAL_MIN_SKETCH_VIDEO (0.85) and TUTORIAL_MIN_SKETCH_TEXT_VIDEO (0.80).
+#   TUTORIAL_MIN_SKETCH_VIDEO (0.85) and TUTORIAL_MIN_SKETCH_TEXT_VIDEO (0.80, each attribute).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 base=${1:-${TUTORIAL_BASE:-shipped}}
