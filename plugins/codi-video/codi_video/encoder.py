@@ -149,10 +149,8 @@ class VideoEncoder(Encoder):
         if batch.ndim != 5 or batch.shape[2] != 3:
             raise ValueError(f"expected videos [B, T, 3, H, W] in [-1, 1], got shape {tuple(batch.shape)}")
         b, t = batch.shape[:2]
-        if self.temporal.config.keypoints:
-            frames, patches = (x.unflatten(0, (b, t)) for x in self.frames.features(batch.flatten(0, 1)))
-        else:
-            frames, patches = self.frames(batch.flatten(0, 1)).pooled.unflatten(0, (b, t)), None
+        # one pass of the vision tower gives both; a pooler without keypoints ignores the patches
+        frames, patches = (x.unflatten(0, (b, t)) for x in self.frames.features(batch.flatten(0, 1)))
         pooled = F.normalize(self.temporal(frames, patches), dim=-1)
         return EncoderOutput(tokens=pooled[:, None, :], pooled=pooled)
 
