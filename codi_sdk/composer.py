@@ -27,7 +27,7 @@ from .encoder import Encoder
 from .errors import CodiError, InvalidInputError
 from .outputs import Output
 from .registry import Registry, get_registry
-from .sampling import JointMode, StepCallback, joint_sample
+from .sampling import ENVIRONMENT_SOURCES, EnvironmentSource, JointMode, StepCallback, joint_sample
 
 SCHEDULERS = ("ddim", "dpm++")
 
@@ -184,7 +184,7 @@ class Composer:
         return Bridge.mix(contexts, ws)
 
     # -- generation ---------------------------------------------------------------------------------
-    def check_options(self, outputs, steps, guidance, num_samples, scheduler, joint) -> list[str]:
+    def check_options(self, outputs, steps, guidance, num_samples, scheduler, joint, environment="denoised", guide_environment=True) -> list[str]:
         """Validate generation options before any work; returns the outputs as a list."""
         if isinstance(outputs, str):
             outputs = [outputs]
@@ -205,6 +205,10 @@ class Composer:
             raise InvalidInputError(f"scheduler={scheduler!r}; accepted: {', '.join(SCHEDULERS)} or a diffusers scheduler class")
         if joint not in (None, True, False, "cross", "self"):
             raise InvalidInputError(f"joint={joint!r}; accepted: True/'cross' (other streams), 'self', False/None")
+        if environment not in ENVIRONMENT_SOURCES:
+            raise InvalidInputError(f"environment={environment!r}; accepted: {', '.join(ENVIRONMENT_SOURCES)}")
+        if not isinstance(guide_environment, bool):
+            raise InvalidInputError(f"guide_environment={guide_environment!r}; accepted: True or False")
         return outputs
 
     def _scheduler(self, scheduler, config: dict, steps: int):
@@ -231,6 +235,8 @@ class Composer:
         weights: Mapping[str, float] | Sequence[float] | None = None,
         num_samples: int = 1,
         joint: bool | str | None = None,
+        environment: EnvironmentSource = "denoised",
+        guide_environment: bool = True,
         progress: bool = True,
         callback: StepCallback | None = None,
     ) -> ComposeResult:
@@ -247,12 +253,18 @@ class Composer:
             num_samples: samples per output. joint: ``True``/``"cross"`` (default for two or
                 more outputs): each stream attends to the others' environments; ``"self"``:
                 each to its own (the released CoDi code's wiring); ``False``: independent.
+            environment: what a stream shows the others: ``"denoised"`` (default), the clean
+                latent it predicted at the previous step; ``"noisy"``, its current noisy latent
+                (the paper). guide_environment: the unconditional branch drops the environment
+                too, so guidance also strengthens the pull between streams (default ``True``).
+                See :func:`codi_sdk.sampling.joint_sample`.
             progress: show a progress bar. callback: ``callback(i, t, latents)`` after each
                 step; return ``False`` to stop early (the current latents are decoded).
         """
-        outputs = self.check_options(outputs, steps, guidance, num_samples, scheduler, joint)
+        outputs = self.check_options(outputs, steps, guidance, num_samples, scheduler, joint, environment, guide_environment)
         context = self.encode_inputs(inputs, weights)
-        return self._generate([context] * num_samples, outputs, steps, guidance, seed, scheduler, joint, progress, callback)
+        return self._generate([context] * num_samples, outputs, steps, guidance, seed, scheduler, joint, progress, callback,
+                              environment, guide_environment)
 
     def batch(
         self,
@@ -264,16 +276,20 @@ class Composer:
         seed: int | None = None,
         scheduler: str | type = "ddim",
         joint: bool | str | None = None,
+        environment: EnvironmentSource = "denoised",
+        guide_environment: bool = True,
         progress: bool = True,
     ) -> list[dict[str, Output]]:
         """Generate ``outputs`` for many input sets in one batched sampling loop (one sample each)."""
-        outputs = self.check_options(outputs, steps, guidance, 1, scheduler, joint)
+        outputs = self.check_options(outputs, steps, guidance, 1, scheduler, joint, environment, guide_environment)
         contexts = [self.encode_inputs(r) for r in requests]
-        result = self._generate(contexts, outputs, steps, guidance, seed, scheduler, joint, progress, None)
+        result = self._generate(contexts, outputs, steps, guidance, seed, scheduler, joint, progress, None,
+                                environment, guide_environment)
         return [{m: result[m][i] for m in outputs} for i in range(len(contexts))]
 
     @torch.no_grad()
-    def _generate(self, contexts, outputs, steps, guidance, seed, scheduler, joint, progress, callback) -> ComposeResult:
+    def _generate(self, contexts, outputs, steps, guidance, seed, scheduler, joint, progress, callback,
+                  environment="denoised", guide_environment=True) -> ComposeResult:
         diffusers = {m: self.diffuser(m) for m in outputs}  # load (and fail) before sampling
         mode: JointMode = None  # one output has no other stream to attend to
         if len(outputs) > 1 and joint is not False:
@@ -295,7 +311,8 @@ class Composer:
             from tqdm.auto import tqdm
 
             bar = lambda it: tqdm(it, desc=f"compose -> {'+'.join(outputs)}", leave=False)  # noqa: E731
-        latents = joint_sample(diffusers, latents, {m: ctx for m in outputs}, schedulers, guidance, mode, callback, bar)
+        latents = joint_sample(diffusers, latents, {m: ctx for m in outputs}, schedulers, guidance, mode, callback, bar,
+                               environment=environment, guide_environment=guide_environment)
         samples = {m: diffusers[m].decode(latents[m]) for m in outputs}
         outs = {m: [self.registry.get(m).to_output(s) for s in samples[m]] for m in outputs}
         return ComposeResult(outs, samples, latents)

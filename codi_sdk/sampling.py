@@ -1,10 +1,22 @@
 """The joint sampling loop of CoDi, as one function you can read next to the paper.
 
-At each step every output stream runs its denoiser once on a batch ``[uncond, cond]``
-(classifier-free guidance). With joint attention, stream m also attends to the environment
-tokens V_n(z_t^n) of the *other* streams n ≠ m at this step (``joint="cross"``, the paper's
+At each step every output stream runs its denoiser on the unconditional and the conditional
+prompt context (classifier-free guidance). With joint attention, stream m also attends to the
+environment tokens V_n of the *other* streams n ≠ m at this step (``joint="cross"``, the paper's
 design); ``joint="self"`` feeds each stream its own environment, as CoDi's released inference
 code does (no cross-modal signal); ``joint=None`` uses no environment at all.
+
+Two choices decide how much the streams listen to each other (both measured in the evaluation
+docs, on ToyWorld's joint-coherence tasks):
+
+* ``environment="denoised"`` (default) encodes each stream's *predicted clean latent* from the
+  previous step, V_n(x̂_0^n, 0); ``"noisy"`` encodes the current noisy latent V_n(z_t^n, t), as in
+  the paper. Colour and layout are settled in the first, noisiest steps, when z_t still says little
+  about them; x̂_0 already shows what the stream is heading for.
+* ``guide_environment=True`` (default) treats the environment as part of the condition: the
+  unconditional branch sees neither the prompt nor the environment, so the guidance scale
+  amplifies the pull towards the other streams as it does the prompt's. ``False`` gives both
+  branches the environment (the environment is then not guided).
 """
 
 from __future__ import annotations
@@ -16,7 +28,31 @@ import torch
 from .diffuser import Diffuser
 
 JointMode = Literal["cross", "self"] | None
+EnvironmentSource = Literal["denoised", "noisy"]
+ENVIRONMENT_SOURCES = ("denoised", "noisy")
 StepCallback = Callable[[int, int, Mapping[str, torch.Tensor]], bool | None]
+
+
+def predicted_original(scheduler, model_output: torch.Tensor, t, sample: torch.Tensor) -> torch.Tensor:
+    """x̂_0 from one model output at timestep ``t``, for the scheduler's ``prediction_type``.
+
+    ``sample`` is the latent as the scheduler keeps it: z_t for DDIM-like schedulers, or
+    z_t·√(σ²+1) for Euler-like ones (``init_noise_sigma`` ≠ 1), with σ = √((1-ᾱ_t)/ᾱ_t).
+    """
+    kind = scheduler.config.get("prediction_type", "epsilon")
+    if kind == "sample":
+        return model_output
+    if kind not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type={kind!r}; accepted: epsilon, v_prediction, sample")
+    a = scheduler.alphas_cumprod.to(sample.device)[int(t)].to(sample.dtype)
+    if float(scheduler.init_noise_sigma) != 1.0:  # Euler-like: sample = x_0 + σ·ε
+        sigma = ((1 - a) / a).sqrt()
+        if kind == "epsilon":
+            return sample - sigma * model_output
+        return sample / (sigma**2 + 1) - model_output * sigma / (sigma**2 + 1).sqrt()
+    if kind == "epsilon":
+        return (sample - (1 - a).sqrt() * model_output) / a.sqrt()
+    return a.sqrt() * sample - (1 - a).sqrt() * model_output
 
 
 def joint_sample(
@@ -28,21 +64,31 @@ def joint_sample(
     joint: JointMode = "cross",
     callback: StepCallback | None = None,
     progress: Callable | None = None,
+    *,
+    environment: EnvironmentSource = "denoised",
+    guide_environment: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Denoise ``latents`` (one ``[B, ...]`` tensor per stream) from pure noise to z_0.
 
     ``contexts[m]`` is ``[2B, K, D]``: the unconditional half first, then the conditional one.
     ``schedulers[m]`` are diffusers schedulers with ``set_timesteps`` already called (one per
     stream, since multistep solvers keep per-stream history). ``callback(i, t, latents)`` runs
-    after each step; returning ``False`` stops the loop early.
+    after each step; returning ``False`` stops the loop early. ``environment`` and
+    ``guide_environment``: see the module docstring.
     """
+    if environment not in ENVIRONMENT_SOURCES:
+        raise ValueError(f"environment={environment!r}; accepted: {', '.join(ENVIRONMENT_SOURCES)}")
     names = list(latents)
     timesteps = schedulers[names[0]].timesteps
     steps = progress(timesteps) if progress else timesteps
+    clean: dict[str, torch.Tensor] = {}  # x̂_0 of each stream from the previous step
     for i, t in enumerate(steps):
         envs: dict[str, torch.Tensor] = {}
         if joint is not None and len(names) > 1:
-            envs = {m: diffusers[m].environment(latents[m], t) for m in names}
+            if environment == "denoised" and clean:
+                envs = {m: diffusers[m].environment(clean[m], torch.zeros_like(t)) for m in names}
+            else:
+                envs = {m: diffusers[m].environment(latents[m], t) for m in names}
         for m in names:
             z = latents[m]
             if joint == "cross" and envs:
@@ -52,10 +98,18 @@ def joint_sample(
                 env = envs[m]
             else:
                 env = None
-            z_in = schedulers[m].scale_model_input(torch.cat([z, z]), t)
-            env_in = torch.cat([env, env]) if env is not None else None
-            eps_uncond, eps_cond = diffusers[m].denoise(z_in, t, contexts[m], env_in).chunk(2)
+            if env is not None and guide_environment:
+                b = z.shape[0]
+                z_in = schedulers[m].scale_model_input(z, t)
+                eps_uncond = diffusers[m].denoise(z_in, t, contexts[m][:b], None)
+                eps_cond = diffusers[m].denoise(z_in, t, contexts[m][b:], env)
+            else:
+                z_in = schedulers[m].scale_model_input(torch.cat([z, z]), t)
+                env_in = torch.cat([env, env]) if env is not None else None
+                eps_uncond, eps_cond = diffusers[m].denoise(z_in, t, contexts[m], env_in).chunk(2)
             eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+            if envs and environment == "denoised":
+                clean[m] = predicted_original(schedulers[m], eps, t, z)
             latents[m] = schedulers[m].step(eps, t, z).prev_sample
         if callback is not None and callback(i, int(t), latents) is False:
             break

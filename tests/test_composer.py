@@ -12,7 +12,7 @@ from codi_sdk.bridge import Bridge
 from codi_sdk.composer import Composer
 from codi_sdk.errors import CodiError, InvalidInputError, UnknownModalityError
 from codi_sdk.registry import get_registry
-from codi_sdk.sampling import joint_sample
+from codi_sdk.sampling import joint_sample, predicted_original
 
 
 def _perturb_joint(diffuser, seed=0):
@@ -77,7 +77,7 @@ def test_num_samples_and_typed_outputs(composer, tmp_path):
     assert sorted(p.split("/")[-1] for p in written) == ["audio_0.wav", "audio_1.wav", "image_0.png", "image_1.png"]
 
 
-def _run_two_streams(composer, mode, other_latent_seed):
+def _run_two_streams(composer, mode, other_latent_seed, **options):
     d = {m: composer.diffuser(m) for m in ("image", "audio")}
     g = torch.Generator().manual_seed(0)
     z_img = torch.randn((1, *d["image"].latent_shape), generator=g)
@@ -85,7 +85,7 @@ def _run_two_streams(composer, mode, other_latent_seed):
     ctx = torch.cat([composer.unconditional_context(1), composer.encode_inputs({"text": "a red circle"})])
     schedulers = {m: composer._scheduler("ddim", d[m].scheduler_config, 3) for m in d}
     with torch.no_grad():
-        out = joint_sample(d, {"image": z_img, "audio": z_aud}, {m: ctx for m in d}, schedulers, 2.0, mode)
+        out = joint_sample(d, {"image": z_img, "audio": z_aud}, {m: ctx for m in d}, schedulers, 2.0, mode, **options)
     return out["image"]
 
 
@@ -100,6 +100,99 @@ def test_with_self_wiring_or_no_joint_a_stream_ignores_the_other_stream(composer
     a = _run_two_streams(composer, mode, other_latent_seed=1)
     b = _run_two_streams(composer, mode, other_latent_seed=2)
     torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("environment", ["denoised", "noisy"])
+@pytest.mark.parametrize("guide_environment", [True, False])
+def test_every_environment_option_carries_the_other_stream(composer, environment, guide_environment):
+    opts = dict(environment=environment, guide_environment=guide_environment)
+    a = _run_two_streams(composer, "cross", other_latent_seed=1, **opts)
+    b = _run_two_streams(composer, "cross", other_latent_seed=2, **opts)
+    assert not torch.allclose(a, b)
+
+
+def test_environment_options_change_the_result(composer):
+    base = _run_two_streams(composer, "cross", 1)
+    assert not torch.allclose(base, _run_two_streams(composer, "cross", 1, environment="noisy"))
+    assert not torch.allclose(base, _run_two_streams(composer, "cross", 1, guide_environment=False))
+
+
+class _SpyDiffuser:
+    """A stand-in diffuser that records what each denoiser call received."""
+
+    latent_shape = (2,)
+
+    def __init__(self, log):
+        self.log = log
+
+    def environment(self, z, t):
+        self.log.append(("env", z.clone(), int(t)))
+        return z[:, None, :]
+
+    def denoise(self, z, t, context, env):
+        self.log.append(("denoise", z.shape[0], None if env is None else env.shape[0]))
+        return torch.zeros_like(z)
+
+
+@pytest.mark.parametrize("guide, calls", [(True, [("denoise", 1, None), ("denoise", 1, 1)]), (False, [("denoise", 2, 2)])])
+def test_guided_environment_leaves_the_unconditional_branch_without_it(guide, calls):
+    from diffusers import DDIMScheduler
+
+    logs = {"a": [], "b": []}
+    ds = {m: _SpyDiffuser(logs[m]) for m in logs}
+    scheds = {m: DDIMScheduler(num_train_timesteps=100) for m in ds}
+    for s in scheds.values():
+        s.set_timesteps(3)
+    latents = {m: torch.ones(1, 2) for m in ds}
+    joint_sample(ds, latents, {m: torch.zeros(2, 1, 4) for m in ds}, scheds, 3.0, "cross", guide_environment=guide)
+    denoise_calls = [c for c in logs["a"] if c[0] == "denoise"]
+    assert denoise_calls == calls * 3
+
+
+def test_denoised_environment_encodes_the_previous_steps_clean_prediction():
+    from diffusers import DDIMScheduler
+
+    logs = {"a": [], "b": []}
+    ds = {m: _SpyDiffuser(logs[m]) for m in logs}
+    scheds = {m: DDIMScheduler(num_train_timesteps=100) for m in ds}
+    for s in scheds.values():
+        s.set_timesteps(3)
+    z = torch.full((1, 2), 2.0)
+    joint_sample(ds, {m: z.clone() for m in ds}, {m: torch.zeros(2, 1, 4) for m in ds}, scheds, 1.0, "cross")
+    envs = [c for c in logs["a"] if c[0] == "env"]
+    t0 = int(scheds["a"].timesteps[0])
+    # step 1 has no prediction yet: the noisy latent at t; later steps: x̂_0 = z_t/√ᾱ_t (ε = 0) at t = 0
+    assert envs[0][2] == t0 and torch.equal(envs[0][1], z)
+    a = scheds["a"].alphas_cumprod[t0]
+    torch.testing.assert_close(envs[1][1], z / a.sqrt())
+    assert [e[2] for e in envs[1:]] == [0, 0]
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("euler", [False, True])
+def test_predicted_original_inverts_the_forward_process(kind, euler):
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler
+
+    cls = EulerDiscreteScheduler if euler else DDIMScheduler
+    sched = cls(num_train_timesteps=1000, prediction_type=kind)
+    sched.set_timesteps(10)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    t = int(sched.timesteps[3])
+    a = sched.alphas_cumprod[t]
+    z = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    out = eps if kind == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
+    sample = z / a.sqrt() if euler else z  # Euler-like schedulers keep z_t·√(σ²+1) = z_t/√ᾱ_t
+    torch.testing.assert_close(predicted_original(sched, out, t, sample), x0, atol=1e-4, rtol=1e-4)
+
+
+def test_predicted_original_names_an_unsupported_prediction_type():
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(num_train_timesteps=10)
+    sched.register_to_config(prediction_type="flow")
+    with pytest.raises(ValueError, match="prediction_type='flow'; accepted: epsilon, v_prediction, sample"):
+        predicted_original(sched, torch.zeros(1), 0, torch.zeros(1))
 
 
 def test_one_output_ignores_joint_attention(composer):
@@ -153,6 +246,8 @@ def test_callback_can_stop_the_loop(composer):
         (dict(inputs={"audio": "/no/such/file.wav"}, outputs=["image"]), "file.wav"),
         (dict(inputs={"text": "a"}, outputs=["image"], scheduler="euler-magic"), "accepted: ddim, dpm\\+\\+"),
         (dict(inputs={"text": "a"}, outputs=["image"], joint="sideways"), "joint="),
+        (dict(inputs={"text": "a"}, outputs=["image"], environment="clean"), "environment='clean'; accepted: denoised, noisy"),
+        (dict(inputs={"text": "a"}, outputs=["image"], guide_environment="yes"), "guide_environment="),
     ],
 )
 def test_bad_arguments_fail_before_sampling_with_clear_errors(composer, kwargs, match):

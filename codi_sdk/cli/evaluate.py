@@ -31,8 +31,14 @@ def eval_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the input renderings and of generation."),
     batch_size: int = typer.Option(16, "--batch-size", help="Items per generate() call."),
     out: Path = typer.Option(Path("out/eval"), "--out", "-o", help="Folder for results.json, results.md, heatmap.png."),
-    steps: int = typer.Option(25, "--steps", help="Sampling steps (compose, cascade, independent)."),
+    steps: int = typer.Option(50, "--steps", help="Sampling steps (compose, cascade, independent)."),
     guidance: float = typer.Option(4.0, "--guidance", help="Guidance scale (compose, cascade, independent)."),
+    environment: str = typer.Option(
+        "denoised", "--environment", help="Joint tasks: what each output shows the others, denoised or noisy (the paper)."
+    ),
+    guide_environment: bool = typer.Option(
+        True, "--guide-environment/--no-guide-environment", help="Joint tasks: guidance also strengthens the pull between outputs."
+    ),
     weights_dir: Optional[Path] = typer.Option(
         None, "--weights-dir", help="A training run folder (OUT of `codi train`) to evaluate instead of the shipped weights."
     ),
@@ -55,7 +61,8 @@ def eval_cmd(
             from ..composer import Composer
 
             folders = {m: weights_dir / m for m in ("text", "image", "video", "audio") if (weights_dir / m).is_dir()} if weights_dir else None
-            kwargs = {"composer": Composer(weights=folders, device=device), "steps": steps, "guidance": guidance}
+            kwargs = {"composer": Composer(weights=folders, device=device), "steps": steps, "guidance": guidance,
+                      "environment": environment, "guide_environment": guide_environment}
         gen = get_generator(generator, **kwargs)
         results = evaluate(gen, task_list, split=split, n=n, seed=seed, batch_size=batch_size, progress=True)
         paths = write_results(results, out)

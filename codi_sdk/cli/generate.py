@@ -65,6 +65,10 @@ def generate(
     scheduler: str = typer.Option("ddim", "--scheduler", help="ddim or dpm++"),
     num_samples: int = typer.Option(1, "--num-samples"),
     joint: str = typer.Option("cross", "--joint", help="cross (paper), self (released CoDi code) or none"),
+    environment: str = typer.Option("denoised", "--environment",
+                                    help="What each output shows the others: denoised (its predicted clean latent) or noisy (the paper)."),
+    guide_environment: bool = typer.Option(True, "--guide-environment/--no-guide-environment",
+                                           help="Guidance also strengthens the pull between outputs (the unconditional branch drops the environment)."),
     weights_dir: list[str] = typer.Option([], "--weights-dir", help="MODALITY=FOLDER to load instead of the shipped weights."),
 ) -> None:
     """Generate OUTPUT modalities from INPUTs, e.g.
@@ -104,12 +108,13 @@ def generate(
             _fail(f"{batch}: ids repeat; each request needs its own id")
         try:  # validate every request before sampling any
             for rid, pairs, outs, _ in requests:
-                composer.check_options(outs, steps, guidance, num_samples, scheduler, joint_opt)
+                composer.check_options(outs, steps, guidance, num_samples, scheduler, joint_opt, environment, guide_environment)
                 for m, v in pairs:
                     composer.registry.get(m).convert(v)
             for rid, pairs, outs, s in requests:
                 result = composer(pairs, outs, steps=steps, guidance=guidance, seed=s, scheduler=scheduler,
-                                  num_samples=num_samples, joint=joint_opt, progress=False)
+                                  num_samples=num_samples, joint=joint_opt, environment=environment,
+                                  guide_environment=guide_environment, progress=False)
                 for path in result.save(out / rid, EXTENSIONS):
                     typer.echo(path)
         except CodiError as exc:
@@ -120,7 +125,8 @@ def generate(
     try:
         result = composer(_pairs(input, "--input"), output, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
                           weights=_weights_per_input(_pairs(input, "--input"), _parse_weights(weight)),
-                          num_samples=num_samples, joint=joint_opt)
+                          num_samples=num_samples, joint=joint_opt, environment=environment,
+                          guide_environment=guide_environment)
     except CodiError as exc:
         _fail(str(exc))
     for path in result.save(out, EXTENSIONS):

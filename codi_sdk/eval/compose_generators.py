@@ -27,18 +27,21 @@ class ComposeGenerator:
 
     name = "compose"
 
-    def __init__(self, composer=None, steps: int = 25, guidance: float = 4.0, joint: str | bool = "cross", chunk: int = 48):
+    def __init__(self, composer=None, steps: int = 50, guidance: float = 4.0, joint: str | bool = "cross", chunk: int = 48,
+                 environment: str = "denoised", guide_environment: bool = True):
         from ..composer import Composer
 
         self.composer = composer or Composer()
         self.steps, self.guidance, self.joint, self.chunk = steps, guidance, joint, chunk
+        self.environment, self.guide_environment = environment, guide_environment
 
     def _run(self, inputs: Sequence[dict[str, Any]], outputs: list[str], seed: int) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         for start in range(0, len(inputs), self.chunk):
             part = inputs[start : start + self.chunk]
             outs = self.composer.batch(list(part), outputs, steps=self.steps, guidance=self.guidance,
-                                       seed=seed + start, joint=self.joint, progress=False)
+                                       seed=seed + start, joint=self.joint, environment=self.environment,
+                                       guide_environment=self.guide_environment, progress=False)
             results += [{m: to_raw(o) for m, o in r.items()} for r in outs]
         return results
 
