@@ -273,6 +273,16 @@ def test_cli_generates_from_a_converted_folder(root, tmp_path):
     assert (tmp_path / "out" / "image.png").is_file()
 
 
+def test_cli_names_a_bad_environment_before_writing(root, tmp_path):
+    result = CliRunner().invoke(app, [
+        "generate", "--weights-dir", f"text={root}", "--weights-dir", f"image={root / 'image'}",
+        "-i", "text=a red circle", "-O", "image", "--environment", "clean", "-o", str(tmp_path / "out"),
+    ])
+    assert result.exit_code != 0
+    assert "environment='clean'; accepted: denoised, noisy" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_real_size_official_diffusers_have_the_profile_latent_shapes():
     from codi_audio.official_diffuser import OfficialAudioDiffuser
     from codi_image.official_diffuser import OfficialImageDiffuser
