@@ -54,6 +54,10 @@ class ToyWorldTrainer:
         # the recipe of the latest (re)start; every sub-stage also records the steps it ran
         self.state["recipe"] = self.recipe.model_dump()
         self._pairs: dict[str, Pairs] = {}
+        # prompt contexts and final latents, reused between sub-stages of one process (stage 3
+        # needs the latents stage 2 computed); cleared whenever an encoder changes
+        self._memo: dict[tuple, torch.Tensor] = {}
+        self._bridge_encoder: Encoder | None = None
         self.frozen: set[str] = set()  # modalities adopted from a base run: never trained here
 
     # -- bookkeeping --------------------------------------------------------------------------------
@@ -116,6 +120,12 @@ class ToyWorldTrainer:
             self.frozen.add(m)
         if BRIDGE in self.frozen:
             self._mark("1-bridge-image", {}, 0.0)
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop the reused contexts and latents (after the bridge encoder or weights change)."""
+        self._memo.clear()
+        self._bridge_encoder = None
 
     def _fit(self, name: str, objective, batches, steps: int, lr: float, lr_schedule: str = "constant") -> tuple[dict[str, float], float, int]:
         t0 = time.time()
@@ -172,6 +182,7 @@ class ToyWorldTrainer:
             self._save(text_enc, self.out / BRIDGE / "encoder")
             self._save(enc, self.out / first / "encoder")
             self._mark(name, *result)
+            self._forget()
         for m in self.modalities:
             if m == BRIDGE or self.done(f"1-align-{m}"):
                 continue
@@ -193,18 +204,30 @@ class ToyWorldTrainer:
     # -- stage 2 ------------------------------------------------------------------------------------
     @torch.no_grad()
     def _contexts(self, captions: list[str], batch: int = 256) -> torch.Tensor:
-        enc = self.encoder(BRIDGE).eval()
-        return torch.cat([enc(captions[i : i + batch]).tokens for i in range(0, len(captions), batch)])
+        key = ("contexts", *captions)
+        if key not in self._memo:
+            if self._bridge_encoder is None:
+                self._bridge_encoder = self.encoder(BRIDGE).eval()
+            enc = self._bridge_encoder
+            self._memo[key] = torch.cat([enc(captions[i : i + batch]).tokens for i in range(0, len(captions), batch)])
+        return self._memo[key]
 
     @torch.no_grad()
-    def _latents(self, d: Diffuser, p: Pairs, batch: int = 64) -> torch.Tensor:
+    def _latents(self, d: Diffuser, p: Pairs, batch: int = 64, key: tuple | None = None) -> torch.Tensor:
+        """``d``'s latents of ``p``; with ``key``, computed once per process (the caller keys only
+        latents whose VAE and scale are final)."""
+        if key is not None and ("latents", *key) in self._memo:
+            return self._memo[("latents", *key)]
         d.eval()
         data = p.captions if p.samples is None else p.samples
         outs = []
         for i in range(0, len(p), batch):
             chunk = data[i : i + batch]
             outs.append(d.encode(chunk if p.samples is None else chunk.to(self.accelerator.device)))
-        return torch.cat(outs)
+        latents = torch.cat(outs)
+        if key is not None:
+            self._memo[("latents", *key)] = latents
+        return latents
 
     def train_diffusion(self, m: str) -> None:
         """One modality's latent diffusion model: VAE (unless warm-started), latent scale, denoiser."""
@@ -245,7 +268,7 @@ class ToyWorldTrainer:
             d.set_latent_scale(1.0 / max(std, 1e-6))
             self._save(d, self.out / m)
             self._mark(name_vae, *vae_result)
-        latents = self._latents(d, p)
+        latents = self._latents(d, p, key=(m,))
         contexts = self._contexts(p.captions)
         partial = self._contexts(p.partial)
         uncond = self._contexts([""])[:1]
@@ -293,7 +316,7 @@ class ToyWorldTrainer:
             text_d, d = self.diffuser(BRIDGE), self.diffuser(m)
             p = self.pairs(m)
             text_lat = self._latents(text_d, Pairs(BRIDGE, p.captions, p.keys, p.partial, p.partial_keys, None))
-            lat = self._latents(d, p)
+            lat = self._latents(d, p, key=(m,))
             partial = self._contexts(p.partial)
             full = self._contexts(p.captions)[:, 0]
             uncond = self._contexts([""])[:1]
