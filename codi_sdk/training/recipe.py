@@ -15,7 +15,7 @@ class ToyWorldRecipe(BaseModel):
     n_pairs: dict[str, int] = {"text": 3000, "image": 4000, "video": 1200, "audio": 2000}
     # Stage 1: bridging alignment — text + first encoder together, then each encoder to frozen text.
     bridge_steps: int = 1000
-    align_steps: dict[str, int] = {"image": 300, "video": 600, "audio": 400}
+    align_steps: dict[str, int] = {"image": 300, "video": 900, "audio": 400}
     align_batch: dict[str, int] | int = {"image": 64, "video": 32, "audio": 64}
     align_lr: dict[str, float] | float = {"image": 1e-3, "video": 2e-3, "audio": 1e-3}
     # Stage 2: VAE then denoiser, per modality.
@@ -23,7 +23,7 @@ class ToyWorldRecipe(BaseModel):
     vae_batch: dict[str, int] = {"text": 64, "image": 32, "video": 4, "audio": 8}
     vae_lr: float = 1e-3
     vocoder: bool = Field(False, description="also train audio's HiFi-GAN vocoder (else Griffin-Lim decodes)")
-    unet_steps: dict[str, int] = {"text": 3600, "image": 1800, "video": 2600, "audio": 1000}
+    unet_steps: dict[str, int] = {"text": 3600, "image": 1800, "video": 2800, "audio": 1000}
     unet_batch: dict[str, int] = {"text": 128, "image": 64, "video": 8, "audio": 32}
     unet_lr: float = 1e-3
     p_uncond: float = 0.1
@@ -37,12 +37,11 @@ class ToyWorldRecipe(BaseModel):
         {"video": 0.5}, description="per modality: share of each batch whose timesteps come from where that weight is capped"
     )
     unet_refine_steps: dict[str, Annotated[int, Field(ge=0)]] = Field(
-        {"text": 1200, "video": 600},
+        {"text": 1200, "image": 600, "video": 600, "audio": 600},
         description="per modality: steps of the plain ε-loss after the denoiser's main run (sub-stage "
         "2-refine-<m>: a fresh optimiser, by default a learning rate falling to zero). After video's "
         "high-noise-weighted run it trains the low-noise steps that draw edges and corners, which the "
-        "weighting starves; for text it ends the run at a low learning rate (for image and audio the "
-        "gains were within the noise, so they have none, to keep the recipe within an hour). Absent or 0: none",
+        "weighting starves; for the others it ends the run at a low learning rate. Absent or 0: none",
     )
     unet_refine_lr: float = Field(1e-3, gt=0, description="learning rate of the refine sub-stage")
     unet_refine_lr_schedule: Literal["constant", "linear", "cosine"] = Field(
