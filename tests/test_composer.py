@@ -134,8 +134,8 @@ class _SpyDiffuser:
         return torch.zeros_like(z)
 
 
-@pytest.mark.parametrize("guide, calls", [(True, [("denoise", 1, None), ("denoise", 1, 1)]), (False, [("denoise", 2, 2)])])
-def test_guided_environment_leaves_the_unconditional_branch_without_it(guide, calls):
+def _spy_sample(z: torch.Tensor, guidance: float, **options):
+    """Three DDIM steps of two spy streams from ``z``; returns stream a's log and scheduler."""
     from diffusers import DDIMScheduler
 
     logs = {"a": [], "b": []}
@@ -143,27 +143,25 @@ def test_guided_environment_leaves_the_unconditional_branch_without_it(guide, ca
     scheds = {m: DDIMScheduler(num_train_timesteps=100) for m in ds}
     for s in scheds.values():
         s.set_timesteps(3)
-    latents = {m: torch.ones(1, 2) for m in ds}
-    joint_sample(ds, latents, {m: torch.zeros(2, 1, 4) for m in ds}, scheds, 3.0, "cross", guide_environment=guide)
-    denoise_calls = [c for c in logs["a"] if c[0] == "denoise"]
+    joint_sample(ds, {m: z.clone() for m in ds}, {m: torch.zeros(2, 1, 4) for m in ds}, scheds, guidance, "cross", **options)
+    return logs["a"], scheds["a"]
+
+
+@pytest.mark.parametrize("guide, calls", [(True, [("denoise", 1, None), ("denoise", 1, 1)]), (False, [("denoise", 2, 2)])])
+def test_guided_environment_leaves_the_unconditional_branch_without_it(guide, calls):
+    log, _ = _spy_sample(torch.ones(1, 2), 3.0, guide_environment=guide)
+    denoise_calls = [c for c in log if c[0] == "denoise"]
     assert denoise_calls == calls * 3
 
 
 def test_denoised_environment_encodes_the_previous_steps_clean_prediction():
-    from diffusers import DDIMScheduler
-
-    logs = {"a": [], "b": []}
-    ds = {m: _SpyDiffuser(logs[m]) for m in logs}
-    scheds = {m: DDIMScheduler(num_train_timesteps=100) for m in ds}
-    for s in scheds.values():
-        s.set_timesteps(3)
     z = torch.full((1, 2), 2.0)
-    joint_sample(ds, {m: z.clone() for m in ds}, {m: torch.zeros(2, 1, 4) for m in ds}, scheds, 1.0, "cross")
-    envs = [c for c in logs["a"] if c[0] == "env"]
-    t0 = int(scheds["a"].timesteps[0])
+    log, sched = _spy_sample(z, 1.0)
+    envs = [c for c in log if c[0] == "env"]
+    t0 = int(sched.timesteps[0])
     # step 1 has no prediction yet: the noisy latent at t; later steps: x̂_0 = z_t/√ᾱ_t (ε = 0) at t = 0
     assert envs[0][2] == t0 and torch.equal(envs[0][1], z)
-    a = scheds["a"].alphas_cumprod[t0]
+    a = sched.alphas_cumprod[t0]
     torch.testing.assert_close(envs[1][1], z / a.sqrt())
     assert [e[2] for e in envs[1:]] == [0, 0]
 
