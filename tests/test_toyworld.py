@@ -309,7 +309,7 @@ def test_eval_refuses_training_split_and_a_broken_generator():
 
     with pytest.raises(CodiError, match="unreadable image"):
         evaluate(Broken(), parse_tasks("text->image"), n=2)
-    with pytest.raises(InvalidInputError, match="available: cascade, chance, compose, independent, oracle"):
+    with pytest.raises(InvalidInputError, match="available: autoencode, cascade, chance, compose, independent, oracle"):
         get_generator("nope")
 
 

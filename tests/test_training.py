@@ -200,6 +200,44 @@ def test_linear_schedule_ends_at_zero_and_constant_keeps_the_rate():
         assert steps == pytest.approx(moved, abs=2e-3), (schedule, steps)
 
 
+@pytest.mark.slow
+def test_two_lanes_train_the_same_weights_as_one_process(tmp_path):
+    """`--jobs 2`: the side lane (image) and the main lane (alignments, text, audio) run in two
+    processes, the remaining joint stages after them; at one thread per process the weights are
+    bit-identical to a sequential run's, and every sub-stage is recorded once in state.json."""
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(TINY))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = ["-m", "codi_sdk", "train", "toyworld", "--modalities", "text,image,audio", "--recipe", str(recipe)]
+    for run, jobs in (("lanes", "2"), ("one", "1")):
+        res = subprocess.run([sys.executable, *common, "--out", str(tmp_path / run), "--jobs", jobs],
+                             capture_output=True, text=True, env=env, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+    lanes, one = (json.loads((tmp_path / run / "state.json").read_text())["done"] for run in ("lanes", "one"))
+    assert set(lanes) == set(one) and len(one) == 14
+    names = list(lanes)  # recorded in the order they finished
+    assert names.index("2-refine-image") < names.index("3-joint-image") < names.index("3-joint-audio")
+    assert {p.name for p in (tmp_path / "lanes" / "lanes").iterdir()} == {"0.done", "1.done"}
+    for m in ("text", "image", "audio"):
+        a, b = _tensors(tmp_path / "lanes" / m), _tensors(tmp_path / "one" / m)
+        assert a.keys() == b.keys() and len(a) > 10
+        assert all(torch.equal(a[k], b[k]) for k in a), (m, [k for k in a if not torch.equal(a[k], b[k])][:5])
+
+
+def test_lanes_split_stage_2_and_keep_joint_stages_in_order(tmp_path):
+    from codi_sdk.training.recipe import ToyWorldRecipe
+    from codi_sdk.training.stages import ToyWorldTrainer
+
+    trainer = ToyWorldTrainer(tmp_path, ToyWorldRecipe(**TINY), modalities=["text", "image", "video", "audio"], progress=False)
+    side, main = trainer.plan_lanes([1, 2, 3])
+    assert side == {"2-vae-image", "2-unet-image", "2-refine-image", "2-vae-video", "2-unet-video"}
+    assert {"1-align-image", "1-align-video", "1-align-audio", "2-unet-text", "2-refine-audio", "3-joint-image", "3-joint-audio"} <= main
+    assert "3-joint-video" not in main | side and "1-bridge-image" not in main | side  # run before and after the lanes
+    assert trainer.plan_lanes([3]) == []
+    with pytest.raises(RuntimeError, match="must run before"):  # stage 3 without the denoisers
+        trainer.train_joint()
+
+
 def test_bad_stage_is_refused():
     from typer.testing import CliRunner
 
@@ -207,6 +245,8 @@ def test_bad_stage_is_refused():
 
     res = CliRunner().invoke(app, ["train", "toyworld", "--out", "x", "--stage", "4"])
     assert res.exit_code == 2 and "accepted: all, 1, 2, 3" in res.output
+    res = CliRunner().invoke(app, ["train", "toyworld", "--out", "x", "--jobs", "3"])
+    assert res.exit_code == 2 and "accepted: 1 or 2" in res.output
 
 
 @pytest.mark.slow

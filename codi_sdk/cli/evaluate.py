@@ -57,12 +57,13 @@ def eval_cmd(
     try:
         task_list = parse_tasks(tasks)
         kwargs = {}
-        if generator in ("compose", "cascade", "independent"):
+        if generator in ("compose", "cascade", "independent", "autoencode"):
             from ..composer import Composer
 
             folders = {m: weights_dir / m for m in ("text", "image", "video", "audio") if (weights_dir / m).is_dir()} if weights_dir else None
-            kwargs = {"composer": Composer(weights=folders, device=device), "steps": steps, "guidance": guidance,
-                      "environment": environment, "guide_environment": guide_environment}
+            kwargs = {"composer": Composer(weights=folders, device=device)}
+            if generator != "autoencode":  # the round trip samples nothing
+                kwargs |= {"steps": steps, "guidance": guidance, "environment": environment, "guide_environment": guide_environment}
         gen = get_generator(generator, **kwargs)
         results = evaluate(gen, task_list, split=split, n=n, seed=seed, batch_size=batch_size, progress=True)
         paths = write_results(results, out)

@@ -1,4 +1,5 @@
-"""Generators for ``codi eval`` backed by the composer: ``compose``, ``independent``, ``cascade``.
+"""Generators for ``codi eval`` backed by the composer: ``compose``, ``independent``, ``cascade``,
+``autoencode``.
 
 They follow the :class:`~codi_sdk.eval.generators.Generator` protocol: raw ToyWorld renderings
 in (uint8 images/videos, float32 audio, strings), raw samples of the same kinds out.
@@ -7,6 +8,8 @@ in (uint8 images/videos, float32 audio, strings), raw samples of the same kinds 
 from __future__ import annotations
 
 from typing import Any, Sequence
+
+import torch
 
 from ..outputs import AudioOutput, ImageOutput, Output, TextOutput, VideoOutput
 
@@ -72,4 +75,37 @@ class CascadeGenerator(ComposeGenerator):
         for r, c in zip(results, captions):
             if "text" in outputs:
                 r["text"] = c["text"]
+        return results
+
+
+class AutoencodeGenerator:
+    """The true outputs sent through each output's own latent round trip: ``decode(encode(x))``.
+
+    The ceiling of latent diffusion with these weights: a denoiser that found the exact latent of
+    the true sample would still be read this well, because the VAE (and, for audio, the vocoder or
+    Griffin-Lim) stands between latent and probe. ``codi eval -g autoencode`` next to ``compose``
+    separates what the denoisers miss from what the decoders lose.
+    """
+
+    name = "autoencode"
+    wants_scenes = True
+
+    def __init__(self, composer=None, **_: Any):
+        from ..composer import Composer
+        from .generators import OracleGenerator
+
+        self.composer = composer or Composer()
+        self.oracle = OracleGenerator()
+
+    @torch.no_grad()
+    def generate(self, inputs: list[dict[str, Any]], outputs: list[str], seed: int, scenes=None, **_: Any) -> list[dict[str, Any]]:
+        truth = self.oracle.generate(inputs, outputs, seed, scenes=scenes)
+        results: list[dict[str, Any]] = [{} for _ in truth]
+        for m in outputs:
+            modality, d = self.composer.registry.get(m), self.composer.diffuser(m)
+            batch = d.collate([modality.convert(t[m]) for t in truth])
+            if isinstance(batch, torch.Tensor):
+                batch = batch.to(self.composer.device, self.composer.dtype)
+            for r, sample in zip(results, d.decode(d.encode(batch))):
+                r[m] = to_raw(modality.to_output(sample))
         return results

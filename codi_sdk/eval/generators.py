@@ -86,7 +86,8 @@ def _composer_backed(name: str) -> Callable[..., Generator]:
     def factory(**kwargs: Any) -> Generator:
         from . import compose_generators as cg
 
-        cls = {"compose": cg.ComposeGenerator, "independent": cg.IndependentGenerator, "cascade": cg.CascadeGenerator}[name]
+        cls = {"compose": cg.ComposeGenerator, "independent": cg.IndependentGenerator, "cascade": cg.CascadeGenerator,
+               "autoencode": cg.AutoencodeGenerator}[name]
         return cls(**kwargs)
 
     return factory
@@ -99,6 +100,7 @@ GENERATORS: dict[str, Callable[..., Generator]] = {
     "compose": _composer_backed("compose"),
     "independent": _composer_backed("independent"),
     "cascade": _composer_backed("cascade"),
+    "autoencode": _composer_backed("autoencode"),
 }
 
 

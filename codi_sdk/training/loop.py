@@ -53,6 +53,7 @@ def fit(
     checkpoint_every: int = 0,
     log_every: int = 25,
     lr_schedule: str = "constant",
+    position: int | None = None,
 ) -> dict[str, float]:
     """Minimise ``objective(**batches(step))["loss"]`` for ``steps`` steps with AdamW.
 
@@ -60,7 +61,7 @@ def fit(
     data parallelism). With ``checkpoint_dir`` the run saves its state every
     ``checkpoint_every`` steps and resumes from the last saved step when started again.
     ``lr_schedule`` is a diffusers schedule name (``constant``, ``linear``: to zero at the last
-    step, ``cosine``, ...). Returns the last logged losses.
+    step, ``cosine``, ...). ``position``: the progress bar's line (one per parallel lane). Returns the last logged losses.
     """
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
@@ -77,7 +78,7 @@ def fit(
         accelerator.load_state(str(checkpoint_dir))
         start = json.loads(marker.read_text())["step"]
     last: dict[str, float] = {}
-    bar = tqdm(range(start, steps), desc=stage, disable=not accelerator.is_main_process, leave=False)
+    bar = tqdm(range(start, steps), desc=stage, disable=not accelerator.is_main_process, leave=False, position=position)
     for step in bar:
         out = model(**batches(step))
         accelerator.backward(out["loss"])

@@ -54,6 +54,10 @@ class ToyWorldRecipe(BaseModel):
     joint_same_t: bool = Field(False, description="stage 3: one timestep for both streams (CoDi) instead of one each")
     joint_pull: float = Field(1.0, ge=0, description="weight pulling environments onto the bridge embedding")
     checkpoint_every: int = 200
+    side_lane: list[str] = Field(
+        ["image", "video"], description="with `codi train --jobs 2`: modalities whose stage 2 runs in a second "
+        "process (in this order), beside the main one that runs the alignments, the other modalities and the joint stages",
+    )
 
     @field_validator("n_pairs", "align_batch", "vae_batch", "unet_batch", "joint_batch")
     @classmethod

@@ -7,6 +7,7 @@ resumes a sub-stage from its last checkpoint (``OUT/checkpoints/<sub-stage>/``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -29,11 +30,31 @@ BRIDGE = "text"
 TOYWORLD_NATIVE = ("text", "image", "video", "audio")
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (POSIX ``flock``; elsewhere, no lock: run one lane at a time)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class ToyWorldTrainer:
     """Trains every installed modality on ToyWorld into ``out``."""
 
     def __init__(self, out: str | os.PathLike, recipe: ToyWorldRecipe | None = None, registry: Registry | None = None,
-                 modalities: Iterable[str] | None = None, accelerator=None, progress: bool = True):
+                 modalities: Iterable[str] | None = None, accelerator=None, progress: bool = True,
+                 allowed: Iterable[str] | None = None, lane: int | None = None):
+        """``allowed``: the sub-stages this process may train (default: all); the others are left to
+        another process (see :meth:`run_parallel`), and a sub-stage that needs one of them waits
+        until ``state.json`` records it. ``lane``: this process's lane number, for its progress bars."""
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
@@ -59,6 +80,8 @@ class ToyWorldTrainer:
         self._memo: dict[tuple, torch.Tensor] = {}
         self._bridge_encoder: Encoder | None = None
         self.frozen: set[str] = set()  # modalities adopted from a base run: never trained here
+        self.allowed = set(allowed) if allowed is not None else None
+        self.lane = lane
 
     # -- bookkeeping --------------------------------------------------------------------------------
     def _mark(self, name: str, losses: dict[str, float], seconds: float, steps: int | None = None) -> None:
@@ -66,12 +89,32 @@ class ToyWorldTrainer:
         if steps is not None:
             self.state["done"][name]["steps"] = steps
         if self.accelerator.is_main_process:
-            tmp = self.state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.state, indent=2))
-            os.replace(tmp, self.state_path)
+            with _locked(self.out / "state.lock"):
+                # merge: a parallel lane may have recorded its own sub-stages since this one started
+                on_disk = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
+                self.state["done"] = {**on_disk["done"], **self.state["done"]}
+                tmp = self.state_path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(self.state, indent=2))
+                os.replace(tmp, self.state_path)
 
     def done(self, name: str) -> bool:
+        """``name`` is recorded in ``state.json`` (by this process or, re-read, by another lane)."""
         return name in self.state["done"]
+
+    def _skip(self, name: str) -> bool:
+        """Done already, or another process's to train (:meth:`run_parallel`)."""
+        return self.done(name) or (self.allowed is not None and name not in self.allowed)
+
+    def _await(self, names: Iterable[str], poll: float = 2.0) -> None:
+        """Wait until another lane has recorded every sub-stage in ``names`` (only in a lane)."""
+        missing = [n for n in names if not self.done(n)]
+        while missing:
+            if self.allowed is None or any(n in self.allowed for n in missing):
+                raise RuntimeError(f"sub-stages {missing} must run before this one but are not done")
+            time.sleep(poll)
+            if self.state_path.exists():
+                self.state["done"] = {**json.loads(self.state_path.read_text())["done"], **self.state["done"]}
+            missing = [n for n in missing if not self.done(n)]
 
     def _seed(self, name: str) -> None:
         """Seed torch, numpy and random for sub-stage ``name`` from the recipe seed and the name, so a
@@ -130,9 +173,23 @@ class ToyWorldTrainer:
     def _fit(self, name: str, objective, batches, steps: int, lr: float, lr_schedule: str = "constant") -> tuple[dict[str, float], float, int]:
         t0 = time.time()
         ckpt = self.out / "checkpoints" / name
+        if self.lane is not None:
+            inner = batches
+
+            def batches(step):
+                if step % 20 == 0:
+                    self._take_free_threads()
+                return inner(step)
+
         losses = fit(objective, batches, steps, lr, self.accelerator, name, self.log, ckpt, self.recipe.checkpoint_every,
-                     lr_schedule=lr_schedule)
+                     lr_schedule=lr_schedule, position=self.lane)
         return losses, time.time() - t0, steps  # the caller marks the sub-stage done once its weights are saved
+
+    def _take_free_threads(self) -> None:
+        """In a lane: once every other lane has finished, use all the threads the run was given."""
+        total = getattr(self, "_all_threads", 0)
+        if total > torch.get_num_threads() and all(p.exists() for p in getattr(self, "_peers", [])):
+            torch.set_num_threads(total)
 
     def _rank_indices(self, n: int, batch: int, step: int) -> torch.Tensor:
         return sample_indices(n, batch, self.recipe.seed, step, self.accelerator.process_index)
@@ -149,6 +206,10 @@ class ToyWorldTrainer:
     def diffuser(self, m: str) -> Diffuser:
         return self.registry.get(m).load_diffuser(self.out / m).to(self.accelerator.device, torch.float32)
 
+    def _stage2_names(self, m: str) -> list[str]:
+        r = self.recipe
+        return [f"2-unet-{m}"] + ([f"2-refine-{m}"] if r.steps(r.unet_refine_steps, m, 0) else [])
+
     # -- stage 1 ------------------------------------------------------------------------------------
     def train_alignment(self) -> None:
         """Bridging alignment: text + image encoders together (with text–text paraphrases, so the
@@ -160,7 +221,9 @@ class ToyWorldTrainer:
         name = f"1-bridge-{first}"
         if BRIDGE in self.frozen:
             first = BRIDGE  # the bridge is already aligned: align every other encoder to it
-        elif not self.done(name):
+        elif self._skip(name):
+            self._await([name])  # the bridge is another lane's: wait for it
+        else:
             self._seed(name)
             text_enc = self.registry.get(BRIDGE).init_encoder().to(dev)
             enc = self.registry.get(first).init_encoder().to(dev)
@@ -184,7 +247,7 @@ class ToyWorldTrainer:
             self._mark(name, *result)
             self._forget()
         for m in self.modalities:
-            if m == BRIDGE or self.done(f"1-align-{m}"):
+            if m == BRIDGE or self._skip(f"1-align-{m}"):
                 continue
             self._seed(f"1-align-{m}")
             text_enc = self.encoder(BRIDGE).eval()
@@ -235,17 +298,23 @@ class ToyWorldTrainer:
         dev = self.accelerator.device
         name_vae, name_unet, name_refine = f"2-vae-{m}", f"2-unet-{m}", f"2-refine-{m}"
         refine_steps = r.steps(r.unet_refine_steps, m, 0)
-        if self.done(name_unet) and (not refine_steps or self.done(name_refine)):
+        if self._skip(name_unet) and (not refine_steps or self._skip(name_refine)):
             return
         p = self.pairs(m)
-        if self.done(name_vae):
+        if self._skip(name_vae):
+            self._await([name_vae])
             d = self.diffuser(m)
         else:
             self._seed(name_vae)
             d = self.registry.get(m).init_diffuser().to(dev)
             if not r.vocoder and getattr(d, "vocoder", None) is not None:
                 d.vocoder = None  # decode with Griffin-Lim; a HiFi-GAN is not worth its CPU time here
-            trained = {o: self.diffuser(o) for o in self.modalities if o != m and self.done(f"2-unet-{o}")}
+            # what this process has trained (never what a parallel lane happens to have finished: the
+            # warm start must not depend on timing); loading builds modules, which draws random
+            # numbers, so it runs on a forked generator: this sub-stage's stream stays its own
+            with torch.random.fork_rng():
+                trained = {o: self.diffuser(o) for o in self.modalities
+                           if o != m and self.done(f"2-unet-{o}") and (self.allowed is None or f"2-unet-{o}" in self.allowed)}
             warm = d.warm_start(trained)
             steps = r.steps(r.vae_steps, m, 1000)
             if "vae" not in warm and steps:
@@ -285,7 +354,7 @@ class ToyWorldTrainer:
             ctx = torch.where(use_partial.to(partial.device), partial[idx], contexts[idx])
             return {"latents": latents[idx].to(dev), "contexts": ctx.to(dev)}
 
-        if not self.done(name_unet):
+        if not self._skip(name_unet):
             self._seed(name_unet)
             objective = DiffusionLoss(
                 d, uncond, r.p_uncond, r.unet_high_noise_weight.get(m, 1.0), r.unet_high_noise_share.get(m, 0.0)
@@ -293,7 +362,7 @@ class ToyWorldTrainer:
             result = self._fit(name_unet, objective, unet_batches, r.steps(r.unet_steps, m, 1000), r.unet_lr)
             self._save(d, self.out / m)
             self._mark(name_unet, *result)
-        if refine_steps and not self.done(name_refine):
+        if refine_steps and not self._skip(name_refine):
             # the plain ε-loss after a high-noise-weighted one: the weighting leaves the low-noise
             # steps, where edges and corners are drawn, under-trained (see the recipe's field)
             self._seed(name_refine)
@@ -310,8 +379,11 @@ class ToyWorldTrainer:
         dev = self.accelerator.device
         for m in self.modalities:
             name = f"3-joint-{m}"
-            if m == BRIDGE or self.done(name):
+            if m == BRIDGE or self._skip(name):
                 continue
+            # both denoisers, and the earlier joint stages (they train the text stream's joint layers)
+            self._await([n for o in (BRIDGE, m) for n in self._stage2_names(o)]
+                        + [f"3-joint-{o}" for o in self.modalities[: self.modalities.index(m)] if o != BRIDGE])
             self._seed(name)
             text_d, d = self.diffuser(BRIDGE), self.diffuser(m)
             p = self.pairs(m)
@@ -349,3 +421,91 @@ class ToyWorldTrainer:
         if 3 in stages:
             self.train_joint()
         return self.state
+
+    def plan_lanes(self, stages: Iterable[int]) -> list[set[str]]:
+        """The two lanes of :meth:`run_parallel`: ``[side, main]`` sets of sub-stage names.
+
+        *side*: stage 2 of the recipe's ``side_lane`` modalities (ToyWorld: image, then video, which
+        starts from the trained image denoiser: the longest chain). *main*: the alignments, stage 2
+        of every other modality, and the joint stages of the modalities before the side lane's
+        last one (a joint stage waits for its denoisers). What neither lane holds (the bridge
+        before, the remaining joint stages after) runs in this process."""
+        stages = set(stages)
+        side = [m for m in self.modalities if m in self.recipe.side_lane and m != BRIDGE and m not in self.frozen]
+        if not side or 2 not in stages:
+            return []
+        stage2 = lambda m: {f"2-vae-{m}", *self._stage2_names(m)}  # noqa: E731
+        lane_side = set().union(*(stage2(m) for m in side))
+        main: set[str] = set()
+        if 1 in stages:
+            main |= {f"1-align-{m}" for m in self.modalities if m != BRIDGE}
+        main |= set().union(*(stage2(m) for m in self.modalities if m not in side))
+        if 3 in stages:
+            main |= {f"3-joint-{m}" for m in self.modalities[: self.modalities.index(side[-1])] if m != BRIDGE}
+        return [lane_side, main]
+
+    def run_parallel(self, stages: Iterable[int] = (1, 2, 3), jobs: int = 2) -> dict:
+        """:meth:`run` with the sub-stages split over ``jobs`` (1 or 2) processes on this machine.
+
+        Tiny models use two CPU cores poorly from one process (the ToyWorld video denoiser trains
+        1.4x faster on two threads than on one), so two processes of one thread each do more work
+        per second; when one lane finishes, the other takes its threads. Every sub-stage seeds
+        itself and depends only on the sub-stages it reads, so the run trains the same recipe as
+        :meth:`run`; floating-point results may differ in the last bits (other thread counts).
+        Not for multi-process ``accelerate launch`` runs, nor for a custom ``registry``.
+        """
+        import multiprocessing as mp
+
+        stages = sorted(set(stages))
+        if jobs not in (1, 2):
+            raise ValueError(f"jobs must be 1 or 2, got {jobs}")
+        if jobs == 1 or self.accelerator.num_processes > 1:
+            if jobs > 1:
+                raise ValueError("--jobs 2 runs its own processes: do not combine it with accelerate launch")
+            return self.run(stages)
+        if self.registry is not get_registry():
+            raise ValueError("run_parallel trains the installed plugins only (its processes build the default registry)")
+        if 1 in stages:  # the bridge first: every lane needs the text encoder
+            self.allowed = {n for n in (f"1-bridge-{m}" for m in self.modalities)}
+            self.train_alignment()
+            self.allowed = None
+        lanes = self.plan_lanes(stages)
+        if lanes:
+            threads = torch.get_num_threads()
+            marks = self.out / "lanes"
+            marks.mkdir(exist_ok=True)
+            for f in marks.glob("*.done"):
+                f.unlink()
+            ctx = mp.get_context("spawn")
+            procs = [
+                ctx.Process(target=_run_lane, name=f"codi-train-lane-{k}", args=(
+                    str(self.out), self.recipe.model_dump(), self.modalities, sorted(lane), k, len(lanes),
+                    max(1, threads // len(lanes)), threads, stages, sorted(self.frozen), self.progress))
+                for k, lane in enumerate(lanes)
+            ]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+            failed = [p.name for p in procs if p.exitcode != 0]
+            if failed:
+                raise RuntimeError(f"training lane(s) {failed} failed (see their output above); rerun the same command to resume")
+            self.state["done"] = {**json.loads(self.state_path.read_text())["done"], **self.state["done"]}
+            self._forget()
+        return self.run(stages)  # whatever the lanes left: the remaining joint stages
+
+
+def _run_lane(out: str, recipe: dict, modalities: list[str], allowed: list[str], lane: int, lanes: int,
+              threads: int, all_threads: int, stages: list[int], frozen: list[str], progress: bool) -> None:
+    """One lane of :meth:`ToyWorldTrainer.run_parallel` (a spawned process)."""
+    torch.set_num_threads(threads)
+    trainer = ToyWorldTrainer(out, ToyWorldRecipe(**recipe), modalities=modalities, allowed=allowed, lane=lane,
+                              progress=progress)
+    trainer.frozen = set(frozen)
+    marks = Path(out) / "lanes"
+    trainer._peers = [marks / f"{k}.done" for k in range(lanes) if k != lane]
+    trainer._all_threads = all_threads
+    try:
+        trainer.run(stages)
+    finally:
+        (marks / f"{lane}.done").write_text("")  # the other lanes may now take this lane's threads
