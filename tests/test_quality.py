@@ -14,10 +14,10 @@ from codi_sdk.registry import get_registry
 N, STEPS = 12, 20
 
 # task -> (split, floor on attribute accuracy). Measured at release (session-4 weights, measured in
-# session 5 with `codi eval`, 16 scenes, 50 steps; docs/evaluation.md): text->image 87.5 %,
-# image->text 100 %, text->audio 93.8 %, audio->image 100 %, image->audio 96.9 %, video->image
-# 96.9 %, audio->text 100 %, text->video 93.8 %, video->text 97.9 %, video->audio 93.8 %,
-# audio->video 97.9 %, and 97.4 % for image + audio from *partial* captions (31 % before partial
+# session 6 with `codi eval`, 48 scenes, 50 steps; docs/evaluation.md): text->image 95.8 %,
+# image->text 100 %, text->audio 93.8 %, audio->image 99.0 %, image->audio 96.9 %, video->image
+# 96.9 %, audio->text 100 %, text->video 96.5 %, video->text 97.9 %, video->audio 93.1 %,
+# audio->video 98.6 %, and 95.8 % for image + audio from *partial* captions (31 % before partial
 # captions stopped collapsing in the text encoder). This test's own sample (12 scenes, 20 steps)
 # reads 87.5-100 %. Floors sit 10-20 points below: about the noise of a 12-scene sample.
 FLOORS: dict[str, tuple[str, float]] = {
