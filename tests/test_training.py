@@ -236,6 +236,17 @@ def test_lanes_split_stage_2_and_keep_joint_stages_in_order(tmp_path):
     assert trainer.plan_lanes([3]) == []
     with pytest.raises(RuntimeError, match="must run before"):  # stage 3 without the denoisers
         trainer.train_joint()
+    # in a lane, a sub-stage of another lane is waited for, unless every other lane has finished
+    lane = ToyWorldTrainer(tmp_path, ToyWorldRecipe(**TINY), modalities=["text", "image"], progress=False,
+                           allowed={"3-joint-image"}, lane=1)
+    lane._peers = [tmp_path / "0.done"]
+    lane._peers[0].write_text("")
+    with pytest.raises(RuntimeError, match="2-unet-image"):
+        lane._await(["2-unet-image"], poll=0.01)
+    lane._mark("2-unet-image", {}, 0.0)
+    lane.state["done"].pop("2-unet-image")  # recorded on disk only, as by another process
+    lane._await(["2-unet-image"], poll=0.01)
+    assert lane.done("2-unet-image")
 
 
 def test_bad_stage_is_refused():
