@@ -122,6 +122,95 @@ class ToyWorldTrainer:
                 raise RuntimeError(f"sub-stages {missing} must run before this one but are not done")
             time.sleep(poll)
 
+    def _seed(self, name: str) -> None:
+        """Seed torch, numpy and random for sub-stage ``name`` from the recipe seed and the name, so a
+        sub-stage's new weights, noise and timesteps do not depend on what ran before it in this
+        process (``--stage 2`` alone gives what ``--stage all`` gives). Each process gets its own
+        stream; DDP copies rank 0's weights to the others. A resumed sub-stage continues from the
+        random states its checkpoint saved."""
+        from accelerate.utils import set_seed
+
+        set_seed(zlib.crc32(f"{self.recipe.seed}:{name}".encode()), device_specific=True)
+
+    def pairs(self, m: str) -> Pairs:
+        if m not in self._pairs:
+            renderer = None if m in TOYWORLD_NATIVE else self.registry.get(m).render_toyworld
+            self._pairs[m] = render_pairs(m, self.recipe.n_pairs.get(m, 2000), self.recipe.seed, self.progress, renderer)
+        return self._pairs[m]
+
+    def shows(self, m: str) -> tuple[str, ...]:
+        """The ToyWorld attributes modality ``m``'s samples show (its keys in contrastive losses)."""
+        from ..toyworld.probes import SHOWS
+
+        declared = getattr(self.registry.get(m), "toyworld_shows", None)
+        return tuple(declared or SHOWS.get(m, ATTRIBUTES))
+
+    def sample_keys(self, m: str, idx) -> list[tuple]:
+        p, shown = self.pairs(m), self.shows(m)
+        return [restrict_key(p.keys[i], shown) for i in idx]
+
+    def adopt_base(self, base: str | os.PathLike, names: Iterable[str]) -> None:
+        """Start from already trained modalities: copy each one's weights folder (``base/<m>``, or the
+        plugin's shipped weights when ``base == "shipped"``) into ``out`` and record its sub-stages as
+        done, so only the other modalities are trained — against a frozen bridge."""
+        import shutil
+
+        for m in names:
+            if self.done(f"2-unet-{m}"):
+                self.frozen.add(m)  # adopted by an earlier run of this command (resume)
+                continue
+            src = self.registry.get(m).resolve_weights(None if str(base) == "shipped" else Path(base) / m)
+            if self.accelerator.is_main_process:
+                shutil.copytree(src, self.out / m, dirs_exist_ok=True)
+            self.accelerator.wait_for_everyone()
+            stages = [f"2-vae-{m}", f"2-unet-{m}", f"2-refine-{m}"] + ([] if m == BRIDGE else [f"1-align-{m}", f"3-joint-{m}"])
+            for name in stages:
+                self._mark(name, {}, 0.0)
+            self.frozen.add(m)
+        if BRIDGE in self.frozen:
+            self._mark("1-bridge-image", {}, 0.0)
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop the reused contexts and latents (after the bridge encoder or weights change)."""
+        self._memo.clear()
+        self._bridge_encoder = None
+
+    def _fit(self, name: str, objective, batches, steps: int, lr: float, lr_schedule: str = "constant") -> tuple[dict[str, float], float, int]:
+        t0 = time.time()
+        ckpt = self.out / "checkpoints" / name
+        if self.lane is not None:
+            inner = batches
+
+            def batches(step):
+                if step % 20 == 0:
+                    self._take_free_threads()
+                return inner(step)
+
+        losses = fit(objective, batches, steps, lr, self.accelerator, name, self.log, ckpt, self.recipe.checkpoint_every,
+                     lr_schedule=lr_schedule, position=self.lane)
+        return losses, time.time() - t0, steps  # the caller marks the sub-stage done once its weights are saved
+
+    def _take_free_threads(self) -> None:
+        """In a lane: once every other lane has finished, use all the threads the run was given."""
+        if self._all_threads > torch.get_num_threads() and all(p.exists() for p in self._peers):
+            torch.set_num_threads(self._all_threads)
+
+    def _rank_indices(self, n: int, batch: int, step: int) -> torch.Tensor:
+        return sample_indices(n, batch, self.recipe.seed, step, self.accelerator.process_index)
+
+    def _save(self, module, path: Path) -> None:
+        if self.accelerator.is_main_process:
+            module.save_pretrained(path)
+        self.accelerator.wait_for_everyone()
+
+    # -- loading what earlier stages wrote ----------------------------------------------------------
+    def encoder(self, m: str) -> Encoder:
+        return self.registry.get(m).load_encoder(self.out / m).to(self.accelerator.device, torch.float32)
+
+    def diffuser(self, m: str) -> Diffuser:
+        return self.registry.get(m).load_diffuser(self.out / m).to(self.accelerator.device, torch.float32)
+
     def _stage2_names(self, m: str) -> list[str]:
         r = self.recipe
         return [f"2-unet-{m}"] + ([f"2-refine-{m}"] if r.steps(r.unet_refine_steps, m, 0) else [])
