@@ -92,12 +92,15 @@ class ToyWorldTrainer:
             self.state["done"][name]["steps"] = steps
         if self.accelerator.is_main_process:
             with _locked(self.out / "state.lock"):
-                # merge: a parallel lane may have recorded its own sub-stages since this one started
-                on_disk = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
-                self.state["done"] = {**on_disk["done"], **self.state["done"]}
+                self._read_others()  # a parallel lane may have recorded its own sub-stages meanwhile
                 tmp = self.state_path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_text(json.dumps(self.state, indent=2))
                 os.replace(tmp, self.state_path)
+
+    def _read_others(self) -> None:
+        """Add the sub-stages that ``state.json`` records (another lane's) to this process's state."""
+        if self.state_path.exists():
+            self.state["done"] = {**json.loads(self.state_path.read_text())["done"], **self.state["done"]}
 
     def done(self, name: str) -> bool:
         """``name`` is recorded in ``state.json`` (by this process or, re-read, by another lane)."""
@@ -112,8 +115,7 @@ class ToyWorldTrainer:
         missing = [n for n in names if not self.done(n)]
         while missing:
             peers_finished = bool(self._peers) and all(p.exists() for p in self._peers)  # before re-reading the state
-            if self.state_path.exists():
-                self.state["done"] = {**json.loads(self.state_path.read_text())["done"], **self.state["done"]}
+            self._read_others()
             missing = [n for n in missing if not self.done(n)]
             if not missing:
                 break
@@ -495,7 +497,7 @@ class ToyWorldTrainer:
             failed = [p.name for p in procs if p.exitcode != 0]
             if failed:
                 raise RuntimeError(f"training lane(s) {failed} failed (see their output above); rerun the same command to resume")
-            self.state["done"] = {**json.loads(self.state_path.read_text())["done"], **self.state["done"]}
+            self._read_others()
             self._forget()
         return self.run(stages)  # whatever the lanes left: the remaining joint stages
 
