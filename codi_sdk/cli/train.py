@@ -61,7 +61,7 @@ def toyworld(
     trainer = ToyWorldTrainer(out, ToyWorldRecipe(**fields), modalities=everything or chosen or None)
     if base is not None:
         trainer.adopt_base(base, [m for m in trainer.modalities if m not in chosen])
-    state = trainer.run_parallel(sorted(stages), jobs) if jobs > 1 else trainer.run(sorted(stages))
+    state = trainer.run_parallel(sorted(stages), jobs)  # jobs 1: trainer.run
     if trainer.accelerator.is_main_process:
         typer.echo(json.dumps(state["done"], indent=2))
         if ship:

@@ -466,14 +466,14 @@ class ToyWorldTrainer:
         stages = sorted(set(stages))
         if jobs not in (1, 2):
             raise ValueError(f"jobs must be 1 or 2, got {jobs}")
-        if jobs == 1 or self.accelerator.num_processes > 1:
-            if jobs > 1:
-                raise ValueError("--jobs 2 runs its own processes: do not combine it with accelerate launch")
+        if jobs > 1 and self.accelerator.num_processes > 1:
+            raise ValueError("--jobs 2 runs its own processes: do not combine it with accelerate launch")
+        if jobs == 1:
             return self.run(stages)
         if self.registry is not get_registry():
             raise ValueError("run_parallel trains the installed plugins only (its processes build the default registry)")
         if 1 in stages:  # the bridge first: every lane needs the text encoder
-            self.allowed = {n for n in (f"1-bridge-{m}" for m in self.modalities)}
+            self.allowed = {f"1-bridge-{m}" for m in self.modalities}
             self.train_alignment()
             self.allowed = None
         lanes = self.plan_lanes(stages)
