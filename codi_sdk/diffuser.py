@@ -94,6 +94,20 @@ class Diffuser(nn.Module):
         """
         raise NotImplementedError
 
+    def decoder_parts(self) -> dict[str, nn.Module]:
+        """Decoder-side components trained *after* the VAE, on its reconstructions (sub-stage
+        ``2-decoder-<m>``; e.g. audio's mel inverter), by attribute name. Default: none."""
+        return {}
+
+    def decoder_features(self, latents: torch.Tensor) -> Any:
+        """What :meth:`decoder_parts` read at decoding time, computed from ``latents`` by the frozen
+        VAE (the trainer computes them once per sub-stage)."""
+        raise NotImplementedError(f"{type(self).__name__} has no decoder parts")
+
+    def decoder_loss(self, batch: Any, features: Any) -> dict[str, torch.Tensor]:
+        """Training loss of :meth:`decoder_parts` on a batch of samples and their :meth:`decoder_features`."""
+        raise NotImplementedError(f"{type(self).__name__} has no decoder parts")
+
     def latent_tokens(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """A latent batch as a token sequence ``[B, N, C]`` for the environment encoder."""
         raise NotImplementedError

@@ -174,6 +174,17 @@ class VAELoss(nn.Module):
         return self.diffuser.vae_loss(batch)
 
 
+class DecoderLoss(nn.Module):
+    """Stage 2, after the VAE: the modality's decoder-side parts (``Diffuser.decoder_loss``)."""
+
+    def __init__(self, diffuser: Diffuser):
+        super().__init__()
+        self.diffuser = diffuser
+
+    def forward(self, batch, features):
+        return self.diffuser.decoder_loss(batch, features)
+
+
 class JointLoss(nn.Module):
     """Stage 3: two streams (text and m) denoised together, each attending to the other's
     environment, plus a contrastive loss that aligns the two environment encodings.

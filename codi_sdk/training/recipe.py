@@ -23,6 +23,13 @@ class ToyWorldRecipe(BaseModel):
     vae_batch: dict[str, int] = {"text": 64, "image": 32, "video": 4, "audio": 8}
     vae_lr: float = 1e-3
     vocoder: bool = Field(False, description="also train audio's HiFi-GAN vocoder (else Griffin-Lim decodes)")
+    decoder_steps: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        {"audio": 600}, description="per modality: steps of sub-stage 2-decoder-<m>, which trains the diffuser's "
+        "decoder-side parts on its frozen VAE's reconstructions (audio: the mel inverter in front of Griffin-Lim); "
+        "absent or 0: none (audio then inverts the mel with the filterbank's pseudo-inverse)",
+    )
+    decoder_batch: dict[str, int] = {"audio": 16}
+    decoder_lr: float = Field(1e-3, gt=0, description="peak learning rate of 2-decoder-<m> (cosine schedule to zero)")
     unet_steps: dict[str, int] = {"text": 3600, "image": 1800, "video": 2800, "audio": 1000}
     unet_batch: dict[str, int] = {"text": 128, "image": 64, "video": 8, "audio": 32}
     unet_lr: float = 1e-3
@@ -59,7 +66,7 @@ class ToyWorldRecipe(BaseModel):
         "process (in this order), beside the main one that runs the alignments, the other modalities and the joint stages",
     )
 
-    @field_validator("n_pairs", "align_batch", "vae_batch", "unet_batch", "joint_batch")
+    @field_validator("n_pairs", "align_batch", "vae_batch", "decoder_batch", "unet_batch", "joint_batch")
     @classmethod
     def _positive(cls, v: dict[str, int] | int) -> dict[str, int] | int:
         bad = {k: n for k, n in (v.items() if isinstance(v, dict) else [("all", v)]) if n <= 0}

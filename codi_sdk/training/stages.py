@@ -22,7 +22,7 @@ from ..encoder import Encoder
 from ..registry import Registry, get_registry
 from ..toyworld.scenes import ATTRIBUTES
 from .data import Pairs, render_pairs, restrict_key
-from .losses import AlignmentLoss, DiffusionLoss, JointLoss, VAELoss
+from .losses import AlignmentLoss, DecoderLoss, DiffusionLoss, JointLoss, VAELoss
 from .loop import LossLog, fit, sample_indices
 from .recipe import ToyWorldRecipe
 
@@ -165,7 +165,7 @@ class ToyWorldTrainer:
             if self.accelerator.is_main_process:
                 shutil.copytree(src, self.out / m, dirs_exist_ok=True)
             self.accelerator.wait_for_everyone()
-            stages = [f"2-vae-{m}", f"2-unet-{m}", f"2-refine-{m}"] + ([] if m == BRIDGE else [f"1-align-{m}", f"3-joint-{m}"])
+            stages = [f"2-vae-{m}", f"2-decoder-{m}", f"2-unet-{m}", f"2-refine-{m}"] + ([] if m == BRIDGE else [f"1-align-{m}", f"3-joint-{m}"])
             for name in stages:
                 self._mark(name, {}, 0.0)
             self.frozen.add(m)
@@ -303,9 +303,11 @@ class ToyWorldTrainer:
         """One modality's latent diffusion model: VAE (unless warm-started), latent scale, denoiser."""
         r = self.recipe
         dev = self.accelerator.device
-        name_vae, name_unet, name_refine = f"2-vae-{m}", f"2-unet-{m}", f"2-refine-{m}"
+        name_vae, name_unet, name_refine, name_dec = f"2-vae-{m}", f"2-unet-{m}", f"2-refine-{m}", f"2-decoder-{m}"
         refine_steps = r.steps(r.unet_refine_steps, m, 0)
-        if self._skip(name_unet) and (not refine_steps or self._skip(name_refine)):
+        decoder_steps = r.steps(r.decoder_steps, m, 0)
+        if (self._skip(name_unet) and (not refine_steps or self._skip(name_refine))
+                and (not decoder_steps or self._skip(name_dec))):
             return
         p = self.pairs(m)
         if self._skip(name_vae):
@@ -316,6 +318,9 @@ class ToyWorldTrainer:
             d = self.registry.get(m).init_diffuser().to(dev)
             if not r.vocoder and getattr(d, "vocoder", None) is not None:
                 d.vocoder = None  # decode with Griffin-Lim; a HiFi-GAN is not worth its CPU time here
+            if not decoder_steps:
+                for part in d.decoder_parts():
+                    setattr(d, part, None)  # never ship an untrained one
             # what this process has trained (never what a parallel lane happens to have finished: the
             # warm start must not depend on timing); loading builds modules, which draws random
             # numbers, so it runs on a forked generator: this sub-stage's stream stays its own
@@ -345,6 +350,10 @@ class ToyWorldTrainer:
             self._save(d, self.out / m)
             self._mark(name_vae, *vae_result)
         latents = self._latents(d, p, key=(m,))
+        if decoder_steps and not self._skip(name_dec):
+            self._train_decoder(d, m, p, latents, decoder_steps)
+        if self._skip(name_unet) and (not refine_steps or self._skip(name_refine)):
+            return
         contexts = self._contexts(p.captions)
         partial = self._contexts(p.partial)
         uncond = self._contexts([""])[:1]
@@ -377,6 +386,38 @@ class ToyWorldTrainer:
                                r.unet_refine_lr, r.unet_refine_lr_schedule)
             self._save(d, self.out / m)
             self._mark(name_refine, *result)
+
+    def _train_decoder(self, d: Diffuser, m: str, p: Pairs, latents: torch.Tensor, steps: int) -> None:
+        """Sub-stage ``2-decoder-<m>``: the diffuser's decoder-side parts (audio: the mel inverter),
+        VAE frozen, on what the VAE reconstructs from the training latents."""
+        r, dev, name = self.recipe, self.accelerator.device, f"2-decoder-{m}"
+        self._seed(name)
+        if not d.decoder_parts():  # a folder written before this sub-stage existed: start new parts
+            with torch.random.fork_rng():
+                fresh = self.registry.get(m).init_diffuser()
+            for attr, part in fresh.decoder_parts().items():
+                setattr(d, attr, part.to(dev, torch.float32))
+        parts = d.decoder_parts()
+        if not parts:
+            raise ValueError(f"the recipe's decoder_steps gives {m} {steps} steps, but the {m} diffuser has no decoder "
+                             f"parts to train (Diffuser.decoder_parts() is empty); set decoder_steps[{m!r}] to 0")
+        if p.samples is None:
+            raise ValueError(f"{m}'s decoder parts need its samples, but its pairs carry captions only")
+        d.eval()
+        features = torch.cat([d.decoder_features(latents[i : i + 64].to(dev)) for i in range(0, len(latents), 64)])
+        d.requires_grad_(False)
+        for part in parts.values():
+            part.requires_grad_(True).train()
+        bs = r.decoder_batch.get(m, 16)
+
+        def batches(step):
+            idx = self._rank_indices(len(p), bs, step)
+            return {"batch": p.samples[idx].to(dev), "features": features[idx]}
+
+        result = self._fit(name, DecoderLoss(d), batches, steps, r.decoder_lr, "cosine")
+        d.requires_grad_(False).eval()
+        self._save(d, self.out / m)
+        self._mark(name, *result)
 
     # -- stage 3 ------------------------------------------------------------------------------------
     def train_joint(self) -> None:
@@ -441,7 +482,8 @@ class ToyWorldTrainer:
         side = [m for m in self.modalities if m in self.recipe.side_lane and m != BRIDGE and m not in self.frozen]
         if not side or 2 not in stages:
             return []
-        stage2 = lambda m: {f"2-vae-{m}", *self._stage2_names(m)}  # noqa: E731
+        r = self.recipe
+        stage2 = lambda m: {f"2-vae-{m}", *self._stage2_names(m)} | ({f"2-decoder-{m}"} if r.steps(r.decoder_steps, m, 0) else set())  # noqa: E731
         lane_side = set().union(*(stage2(m) for m in side))
         main: set[str] = set()
         if 1 in stages:

@@ -3,15 +3,18 @@
 Data path (as AudioLDM): waveform -> log-mel image ``[B, 1, T, 64]`` (:mod:`codi_audio.mel`) ->
 diffusers ``AutoencoderKL`` -> latent ``[B, C, T/f, 64/f]`` -> ``UNet2DConditionModel`` denoiser.
 Back: latent -> VAE decoder -> log-mel -> transformers ``SpeechT5HifiGan`` vocoder -> 16 kHz
-waveform. Griffin-Lim (hand-written, :func:`codi_audio.mel.griffin_lim`) is only a fallback: used
+waveform. Griffin-Lim (hand-written, :func:`codi_audio.mel.griffin_lim`) is the fallback: used
 when ``decode(..., vocoder="griffinlim")`` asks for it or a weights folder has no ``vocoder/``.
+It starts from a linear magnitude: a learned :class:`~codi_audio.mel.MelInverter`'s
+(``mel_inverter/``, what the ToyWorld weights ship) or the mel filterbank's pseudo-inverse.
 
 Two sizes:
 
 * ToyWorld (:meth:`AudioDiffuser.toyworld`): VAE blocks (16, 32, 64, 64) = 8x downsampling, so one
   second (100 mel frames, padded to 104) becomes a ``[4, 13, 8]`` latent (104 positions) — small
   enough to train on a CPU; UNet blocks (64, 64) with cross-attention to the ``[B, 1, 64]`` prompt
-  context in the outer level; a ~0.85 M-parameter HiFi-GAN (upsampling 5*4*4*2 = 160 = hop).
+  context in the outer level; a ~0.85 M-parameter HiFi-GAN (upsampling 5*4*4*2 = 160 = hop),
+  trained only with the recipe's ``vocoder`` flag, and a 0.87 M-parameter mel inverter.
 * A real AudioLDM diffusers folder (``vae/``, ``unet/``, ``vocoder/``) loads through
   :meth:`AudioDiffuser.from_pretrained`. AudioLDM's UNet takes its (CLAP) condition as
   ``class_labels`` (``class_embed_type="simple_projection"``) and has no prompt cross-attention;
@@ -43,7 +46,7 @@ from codi_sdk.env_encoder import EnvironmentEncoder
 from codi_sdk.errors import WeightsNotFoundError
 from codi_sdk.joint_attention import add_joint_attention, load_joint_attention, save_joint_attention
 
-from .mel import MelSpectrogram, fit_frames, griffin_lim
+from .mel import MelInverter, MelSpectrogram, fit_frames, griffin_lim
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,8 @@ TOYWORLD_VOCODER = dict(
     resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
     normalize_before=False,
 )
+#: The learned mel inverse in front of Griffin-Lim (0.87 M parameters).
+TOYWORLD_MEL_INVERTER = dict(n_mels=64, n_freq=513, channels=256, kernel_size=5, layers=3, **TOYWORLD_MEL)
 #: (n_fft, hop) of the multi-resolution STFT loss of the vocoder.
 STFT_RESOLUTIONS = ((512, 128), (1024, 256), (256, 64))
 
@@ -98,7 +103,9 @@ class AudioDiffuser(Diffuser):
     Build the ToyWorld size with :meth:`toyworld`, load a folder with :meth:`from_pretrained`, or
     pass components yourself. ``env_encoder=None`` builds a new one sized to the latent;
     ``joint=None`` installs new zero-initialised joint attention on ``unet``; ``vocoder=None``
-    means Griffin-Lim decoding. ``mel`` holds the front end and the VAE's input normalisation.
+    means Griffin-Lim decoding, from the magnitude that ``mel_inverter`` (a learned
+    :class:`~codi_audio.mel.MelInverter`) or, without one, the mel filterbank's pseudo-inverse
+    gives. ``mel`` holds the front end and the VAE's input normalisation.
     """
 
     modality = "audio"
@@ -113,10 +120,11 @@ class AudioDiffuser(Diffuser):
         mel: MelSpectrogram | None = None,
         env_dim: int = ENV_DIM,
         scheduler_config: dict[str, Any] | None = None,
+        mel_inverter: MelInverter | None = None,
     ):
         super().__init__()
         self.mel = mel if mel is not None else MelSpectrogram()
-        self.vae, self.unet, self.vocoder = vae, unet, vocoder
+        self.vae, self.unet, self.vocoder, self.mel_inverter = vae, unet, vocoder, mel_inverter
         self.env_dim = env_dim
         self._scheduler_config = dict(scheduler_config) if scheduler_config else None
 
@@ -133,6 +141,9 @@ class AudioDiffuser(Diffuser):
             raise ValueError(f"vocoder takes {vocoder.config.model_in_dim} mel bins, the front end makes {n_mels}")
         if vocoder is not None and vocoder.config.sampling_rate != self.mel.config.sampling_rate:
             raise ValueError(f"vocoder rate {vocoder.config.sampling_rate} Hz != front end rate {self.mel.config.sampling_rate} Hz")
+        if mel_inverter is not None and (mel_inverter.config.n_mels, mel_inverter.config.n_freq) != (n_mels, self.mel.config.n_fft // 2 + 1):
+            raise ValueError(f"mel_inverter maps {mel_inverter.config.n_mels} mel bins to {mel_inverter.config.n_freq} frequencies; "
+                             f"the front end has {n_mels} mel bins and {self.mel.config.n_fft // 2 + 1} frequencies")
 
         #: Mel frames of one sample (100), and that count padded to a multiple of the VAE factor.
         self.sample_frames = self.mel.num_frames(NUM_SAMPLES)
@@ -165,6 +176,7 @@ class AudioDiffuser(Diffuser):
             unet=UNet2DConditionModel(**TOYWORLD_UNET),
             vocoder=SpeechT5HifiGan(SpeechT5HifiGanConfig(**TOYWORLD_VOCODER)),
             mel=MelSpectrogram(**TOYWORLD_MEL),
+            mel_inverter=MelInverter(**TOYWORLD_MEL_INVERTER),
         )
 
     @property
@@ -222,7 +234,7 @@ class AudioDiffuser(Diffuser):
         """Log-mel ``[B, T, n_mels]`` -> waveforms ``[B, T * hop]``.
 
         ``vocoder``: ``"hifigan"`` (needs a vocoder), ``"griffinlim"``, or ``None`` = HiFi-GAN when
-        present, else Griffin-Lim.
+        present, else Griffin-Lim. Griffin-Lim starts from :meth:`mel_to_magnitude`.
         """
         if vocoder is None:
             vocoder = "hifigan" if self.vocoder is not None else "griffinlim"
@@ -230,11 +242,19 @@ class AudioDiffuser(Diffuser):
             raise ValueError(f"unknown vocoder {vocoder!r}; accepted: {', '.join(VOCODERS)}")
         length = log_mel.shape[1] * self.mel.config.hop_length
         if vocoder == "griffinlim":
-            return griffin_lim(self.mel.mel_to_magnitude(log_mel), self.mel, length)
+            return griffin_lim(self.mel_to_magnitude(log_mel), self.mel, length)
         if self.vocoder is None:
             raise ValueError("this diffuser has no HiFi-GAN vocoder (no vocoder/ folder); use vocoder='griffinlim'")
         wave = self.vocoder(log_mel.to(self.vocoder.dtype)).float()
         return _fit_length(wave, length)
+
+    def mel_to_magnitude(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``[B, T, n_mels]`` -> linear magnitude ``[B, n_freq, T]``: the learned
+        :attr:`mel_inverter` when there is one, else the filterbank's pseudo-inverse."""
+        base = self.mel.mel_to_magnitude(log_mel.float())
+        if self.mel_inverter is None:
+            return base
+        return torch.exp(self.mel_inverter(log_mel.float(), base))
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, vocoder: str | None = None) -> list[torch.Tensor]:
@@ -304,11 +324,42 @@ class AudioDiffuser(Diffuser):
         mel_l1 = (self.mel.log_mel(out) - self.mel.log_mel(target)).abs().mean()
         return mel_l1 + multi_resolution_stft_loss(out, target)
 
+    def decoder_parts(self) -> dict[str, nn.Module]:
+        """The learned mel inverter, when present: trained after the VAE, on its reconstructions."""
+        return {"mel_inverter": self.mel_inverter} if self.mel_inverter is not None else {}
+
+    @torch.no_grad()
+    def decoder_features(self, latents: torch.Tensor) -> torch.Tensor:
+        """What the mel inverter reads at decoding time: the VAE's log-mel ``[B, 100, n_mels]`` of ``latents``."""
+        return self.decode_mel(latents)
+
+    def decoder_loss(self, batch: torch.Tensor, features: torch.Tensor, p_true: float = 0.5) -> dict[str, torch.Tensor]:
+        """Mel-inverter loss on waveforms ``[B, 16000]`` and their VAE log-mels ``features``: ``dict(loss, l1, sc)``.
+
+        The input is the VAE's reconstruction or, with probability ``p_true`` per sample, the true
+        log-mel (so the inverter also serves mels that did not come through this VAE); the target
+        is the waveform's linear STFT magnitude. ``l1``: L1 of log magnitudes (floored at the front
+        end's ``log_floor``); ``sc``: spectral convergence, ``|S - Ŝ| / |S|``, which weighs the loud
+        bins (the harmonics) that L1 of logs treats like the silent ones.
+        """
+        if self.mel_inverter is None:
+            raise ValueError("this diffuser has no mel_inverter to train")
+        wave = batch.to(self.device, torch.float32)
+        true = self.mel.log_mel(wave)
+        recon = features.to(self.device, torch.float32)[:, : true.shape[1]]
+        use_true = (torch.rand(wave.shape[0], device=self.device) < p_true)[:, None, None]
+        log_mel = torch.where(use_true, true, recon)
+        target = self.mel.magnitude(wave)
+        pred = self.mel_inverter(log_mel, self.mel.mel_to_magnitude(log_mel))
+        l1 = (pred - torch.log(target.clamp(min=self.mel.config.log_floor))).abs().mean()
+        sc = torch.linalg.norm(torch.exp(pred) - target) / torch.linalg.norm(target).clamp(min=1e-7)
+        return {"loss": l1 + sc, "l1": l1.detach(), "sc": sc.detach()}
+
     # -- weights --------------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``vae/`` (+ ``mel_config.json``), ``unet/`` (base weights only), ``env_encoder/``,
-        ``joint/`` (when available), ``vocoder/`` (when present) and, for a non-default schedule,
-        ``scheduler/``."""
+        ``joint/`` (when available), ``vocoder/`` and ``mel_inverter/`` (when present) and, for a
+        non-default schedule, ``scheduler/``."""
         root = Path(path)
         self.vae.save_pretrained(root / "vae")
         self.mel.save_config(root / "vae")
@@ -319,6 +370,8 @@ class AudioDiffuser(Diffuser):
             save_joint_attention(self.joint, root / "joint", self.env_dim)
         if self.vocoder is not None:
             self.vocoder.save_pretrained(root / "vocoder")
+        if self.mel_inverter is not None:
+            self.mel_inverter.save_pretrained(root / "mel_inverter")
         if self._scheduler_config and self._scheduler_config != DEFAULT_SCHEDULER_CONFIG:
             from codi_sdk.io import atomic_write_text
 
@@ -333,7 +386,8 @@ class AudioDiffuser(Diffuser):
 
         ``vae/`` and ``unet/`` are required; only safetensors are read. Without
         ``vae/mel_config.json`` the front end is AudioLDM's (raw log-mel into the VAE). Without
-        ``vocoder/``, decoding falls back to Griffin-Lim (warned). Without ``env_encoder/`` or
+        ``vocoder/``, decoding falls back to Griffin-Lim (warned), from ``mel_inverter/`` when the
+        folder has one, else from the filterbank's pseudo-inverse. Without ``env_encoder/`` or
         ``joint/`` (a real AudioLDM folder), new untrained ones are built with ``env_dim``
         features (warned): the joint attention starts at zero, so outputs are AudioLDM's.
         """
@@ -354,6 +408,9 @@ class AudioDiffuser(Diffuser):
             vocoder = SpeechT5HifiGan.from_pretrained(root / "vocoder", **kw)
         else:
             logger.warning("no vocoder/ in %s: audio will be decoded with Griffin-Lim (lower quality)", root)
+        mel_inverter = None
+        if (root / "mel_inverter" / "config.json").is_file():
+            mel_inverter = MelInverter.from_pretrained(root / "mel_inverter", **kw)
         env_encoder = None
         if (root / "env_encoder" / "config.json").is_file():
             env_encoder = EnvironmentEncoder.from_pretrained(root / "env_encoder", **kw)
@@ -367,7 +424,8 @@ class AudioDiffuser(Diffuser):
         scheduler_config = None
         if scheduler_file.is_file():
             scheduler_config = {k: v for k, v in json.loads(scheduler_file.read_text()).items() if not k.startswith("_")}
-        model = cls(vae, unet, env_encoder, joint, vocoder, mel, env_dim=env_dim, scheduler_config=scheduler_config)
+        model = cls(vae, unet, env_encoder, joint, vocoder, mel, env_dim=env_dim, scheduler_config=scheduler_config,
+                    mel_inverter=mel_inverter)
         if torch_dtype is not None:
             model.to(torch_dtype)
         return model.eval()

@@ -11,6 +11,9 @@ padded with silence to a frame count its downsampling divides, and mapped by a f
 ``(log_mel - shift) / scale`` to roughly unit range. ``shift`` and ``scale`` live in the config
 (``mel_config.json``): the ToyWorld models use ``shift=-4.5, scale=3.0``; a real AudioLDM VAE
 was trained on the raw log-mel, i.e. ``shift=0, scale=1``.
+
+Back to sound without a HiFi-GAN: :class:`MelInverter` (learned) or the filterbank's
+pseudo-inverse gives a linear magnitude, and :func:`griffin_lim` finds phases for it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import math
 import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from transformers.audio_utils import mel_filter_bank
 
@@ -175,3 +179,59 @@ def griffin_lim(
         prev = rebuilt
     wave = torch.istft(mag * phase, length=num_samples, **stft_kw)
     return wave
+
+
+class MelInverter(ModelMixin, ConfigMixin):
+    """A learned log-mel -> linear-magnitude map, for Griffin-Lim: the idea of Tacotron's post-net.
+
+    The filterbank's pseudo-inverse (:meth:`MelSpectrogram.mel_to_magnitude`) spreads each mel
+    band's energy over the whole band. Above ~1 kHz, where bands are hundreds of Hz wide, that
+    smears a harmonic series (odd-only harmonics gain even neighbours) and neighbouring bins of
+    one partial beat against each other, so a steady tone comes back with a flutter. This network
+    learns the correction: a stack of residual 1-D convolutions over time reads the normalised
+    log-mel and adds a per-bin offset to the log of the pseudo-inverse. Its output layer starts
+    at zero, so an untrained inverter *is* the pseudo-inverse.
+
+    ``shift`` / ``scale`` normalise the input log-mel as the VAE's front end does.
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        n_mels: int = 64,
+        n_freq: int = 513,
+        channels: int = 256,
+        kernel_size: int = 5,
+        layers: int = 3,
+        shift: float = 0.0,
+        scale: float = 1.0,
+        log_floor: float = 1e-5,
+    ):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (same-length convolutions), got {kernel_size}")
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        pad = kernel_size // 2
+        self.conv_in = nn.Conv1d(n_mels, channels, kernel_size, padding=pad)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.GELU(), nn.Conv1d(channels, channels, kernel_size, padding=pad)) for _ in range(layers - 1)
+        )
+        self.conv_out = nn.Conv1d(channels, n_freq, 1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, log_mel: torch.Tensor, base_magnitude: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``[B, T, n_mels]`` and its pseudo-inverse ``[B, n_freq, T]`` -> log magnitude ``[B, n_freq, T]``."""
+        cfg = self.config
+        if log_mel.shape[-1] != cfg.n_mels or base_magnitude.shape[1] != cfg.n_freq:
+            raise ValueError(f"MelInverter takes log-mel [B, T, {cfg.n_mels}] and magnitude [B, {cfg.n_freq}, T]; got "
+                             f"{tuple(log_mel.shape)} and {tuple(base_magnitude.shape)}")
+        x = ((log_mel - cfg.shift) / cfg.scale).transpose(1, 2).to(self.conv_in.weight.dtype)
+        h = self.conv_in(x)
+        for block in self.blocks:
+            h = h + block(h)
+        base = torch.log(base_magnitude.float().clamp(min=cfg.log_floor))
+        return base + self.conv_out(nn.functional.gelu(h)).float()
