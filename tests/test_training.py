@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -77,6 +78,7 @@ TINY = {
     "vae_steps": {"text": 2, "image": 2, "audio": 2}, "vae_batch": {"text": 8, "image": 4, "audio": 2},
     "unet_steps": {"text": 2, "image": 2, "audio": 2}, "unet_batch": {"text": 8, "image": 4, "audio": 2},
     "unet_refine_steps": {"text": 1, "image": 1, "audio": 1},
+    "decoder_steps": {"audio": 2}, "decoder_batch": {"audio": 2},
     "joint_steps": {"image": 2, "audio": 2}, "joint_batch": {"image": 4, "audio": 2},
 }
 
@@ -97,13 +99,26 @@ def test_codi_train_runs_all_stages_writes_loadable_weights_and_resumes(tmp_path
     state = json.loads((out / "state.json").read_text())
     assert set(state["done"]) == {
         "1-bridge-image", "1-align-image", "1-align-audio", "2-vae-text", "2-unet-text", "2-vae-image", "2-unet-image",
-        "2-vae-audio", "2-unet-audio", "3-joint-image", "3-joint-audio", "2-refine-text", "2-refine-image", "2-refine-audio",
+        "2-vae-audio", "2-decoder-audio", "2-unet-audio", "3-joint-image", "3-joint-audio", "2-refine-text", "2-refine-image",
+        "2-refine-audio",
     }
+    assert (out / "audio" / "mel_inverter" / "config.json").is_file() and not (out / "image" / "mel_inverter").exists()
     assert "loss" in (out / "losses.csv").read_text()
     before = (out / "losses.csv").read_text()
     res = CliRunner().invoke(app, args)  # everything recorded: nothing is trained again
     assert res.exit_code == 0, res.output
     assert (out / "losses.csv").read_text() == before
+    # a run from before the decoder sub-stage existed: resuming trains just that, from a new inverter
+    shutil.rmtree(out / "audio" / "mel_inverter")
+    del state["done"]["2-decoder-audio"]
+    (out / "state.json").write_text(json.dumps(state))
+    unet_before = (out / "audio" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    added = (out / "losses.csv").read_text()[len(before):]
+    assert "2-decoder-audio" in added and not any(f"2-unet-{m}" in added or f"3-joint-{m}" in added for m in ("text", "image", "audio"))
+    assert (out / "audio" / "mel_inverter" / "config.json").is_file()
+    assert (out / "audio" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == unet_before
     composer = Composer(weights={m: out / m for m in ("text", "image", "audio")})
     result = composer({"text": "a red circle"}, ["image", "audio"], steps=2, seed=0, progress=False)
     assert result["image"][0].array.shape == (32, 32, 3)
@@ -214,7 +229,7 @@ def test_two_lanes_train_the_same_weights_as_one_process(tmp_path):
                              capture_output=True, text=True, env=env, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
     lanes, one = (json.loads((tmp_path / run / "state.json").read_text())["done"] for run in ("lanes", "one"))
-    assert set(lanes) == set(one) and len(one) == 14
+    assert set(lanes) == set(one) and len(one) == 15
     names = list(lanes)  # recorded in the order they finished
     assert names.index("2-refine-image") < names.index("3-joint-image") < names.index("3-joint-audio")
     assert {p.name for p in (tmp_path / "lanes" / "lanes").iterdir()} == {"0.done", "1.done"}
@@ -231,7 +246,8 @@ def test_lanes_split_stage_2_and_keep_joint_stages_in_order(tmp_path):
     trainer = ToyWorldTrainer(tmp_path, ToyWorldRecipe(**TINY), modalities=["text", "image", "video", "audio"], progress=False)
     side, main = trainer.plan_lanes([1, 2, 3])
     assert side == {"2-vae-image", "2-unet-image", "2-refine-image", "2-vae-video", "2-unet-video"}
-    assert {"1-align-image", "1-align-video", "1-align-audio", "2-unet-text", "2-refine-audio", "3-joint-image", "3-joint-audio"} <= main
+    assert {"1-align-image", "1-align-video", "1-align-audio", "2-unet-text", "2-decoder-audio", "2-refine-audio", "3-joint-image",
+            "3-joint-audio"} <= main
     assert "3-joint-video" not in main | side and "1-bridge-image" not in main | side  # run before and after the lanes
     assert trainer.plan_lanes([3]) == []
     with pytest.raises(RuntimeError, match="must run before"):  # stage 3 without the denoisers
@@ -277,7 +293,7 @@ def test_a_new_modality_trains_against_a_frozen_base_run(tmp_path):
     assert res.exit_code == 0, res.output
     state = json.loads((out / "state.json").read_text())
     trained = {k for k, v in state["done"].items() if v["final"]}
-    assert trained == {"1-align-audio", "2-vae-audio", "2-unet-audio", "2-refine-audio", "3-joint-audio"}
+    assert trained == {"1-align-audio", "2-vae-audio", "2-decoder-audio", "2-unet-audio", "2-refine-audio", "3-joint-audio"}
     for comp in ("encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors"):
         for m in ("text", "image"):
             files = list((base / m).rglob(comp.split("/")[-1]))

@@ -51,7 +51,8 @@ def training_card(modality: str, run: Path, eval_results: list[dict] | None = No
 
 def _steps_of(name: str, recipe: dict) -> str:
     kind, _, modality = name.partition("-")[2].partition("-")
-    table = {"bridge": None, "align": "align_steps", "vae": "vae_steps", "unet": "unet_steps", "joint": "joint_steps"}.get(kind)
+    table = {"bridge": None, "align": "align_steps", "vae": "vae_steps", "decoder": "decoder_steps", "unet": "unet_steps",
+             "refine": "unet_refine_steps", "joint": "joint_steps"}.get(kind)
     if kind == "bridge":
         return str(recipe.get("bridge_steps", "?"))
     value = recipe.get(table, {}) if table else {}

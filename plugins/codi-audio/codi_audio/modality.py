@@ -50,7 +50,7 @@ class AudioModality(Modality):
         "(waveform, sample_rate) or {'array': ..., 'sampling_rate': ...})"
     )
     extensions = (".wav", ".flac", ".npy")
-    components = COMPONENTS + ("vocoder",)
+    components = COMPONENTS + ("vocoder", "mel_inverter")
 
     # -- data ---------------------------------------------------------------------------------
     def convert(self, value: Any, sample_rate: int | None = None) -> torch.Tensor:
