@@ -386,8 +386,8 @@ class AudioDiffuser(Diffuser):
 
         ``vae/`` and ``unet/`` are required; only safetensors are read. Without
         ``vae/mel_config.json`` the front end is AudioLDM's (raw log-mel into the VAE). Without
-        ``vocoder/``, decoding falls back to Griffin-Lim (warned), from ``mel_inverter/`` when the
-        folder has one, else from the filterbank's pseudo-inverse. Without ``env_encoder/`` or
+        ``vocoder/``, decoding falls back to Griffin-Lim, from ``mel_inverter/`` when the folder
+        has one, else from the filterbank's pseudo-inverse (warned: lower quality). Without ``env_encoder/`` or
         ``joint/`` (a real AudioLDM folder), new untrained ones are built with ``env_dim``
         features (warned): the joint attention starts at zero, so outputs are AudioLDM's.
         """
@@ -406,11 +406,14 @@ class AudioDiffuser(Diffuser):
         vocoder = None
         if (root / "vocoder" / "config.json").is_file():
             vocoder = SpeechT5HifiGan.from_pretrained(root / "vocoder", **kw)
-        else:
-            logger.warning("no vocoder/ in %s: audio will be decoded with Griffin-Lim (lower quality)", root)
         mel_inverter = None
         if (root / "mel_inverter" / "config.json").is_file():
             mel_inverter = MelInverter.from_pretrained(root / "mel_inverter", **kw)
+        if vocoder is None and mel_inverter is None:
+            logger.warning("no vocoder/ in %s: audio will be decoded with Griffin-Lim from the mel filterbank's "
+                           "pseudo-inverse (lower quality)", root)
+        elif vocoder is None:
+            logger.info("no vocoder/ in %s: audio will be decoded with Griffin-Lim from its mel_inverter/", root)
         env_encoder = None
         if (root / "env_encoder" / "config.json").is_file():
             env_encoder = EnvironmentEncoder.from_pretrained(root / "env_encoder", **kw)
