@@ -13,14 +13,14 @@ from codi_sdk.registry import get_registry
 
 N, STEPS = 12, 20
 
-# task -> (split, floor on attribute accuracy). Measured on the shipped weights (session 7: the
-# default recipe, one run from scratch, with the audio mel inverter) with `codi eval`, 50 steps,
-# 288 scenes (CUDA; docs/evaluation.md): text->image 95.5 %, text->video 95.7 %, text->audio 99.1 %,
-# image->text 99.8 %, video->text 97.5 %, audio->text 98.8 %, audio->image 96.4 %, image->audio
-# 98.8 %, audio->video 95.7 %, video->audio 97.0 %, video->image 93.1 %, image + audio from
-# *partial* captions 96.5 % (31 % before partial captions stopped collapsing in the text encoder).
-# This test's own sample (12 scenes, 20 steps) reads 87.5-100 % (text->audio 100 %; 79-88 % before
-# the mel inverter). Floors sit 10-20 points below: about the noise of a 12-scene sample.
+# task -> (split, floor on attribute accuracy). Measured on the shipped weights (the session-4
+# weights with session 7's audio mel inverter) with `codi eval`, 50 steps, 240 scenes (CUDA;
+# docs/evaluation.md): text->image 96.7 %, text->video 96.9 %, text->audio 98.3 %, image->text
+# 99.4 %, video->text 96.8 %, audio->text 98.5 %, audio->image 95.2 %, image->audio 97.9 %,
+# audio->video 97.6 %, video->audio 97.5 %, video->image 94.8 %, image + audio from *partial*
+# captions 95.0 % (31 % before partial captions stopped collapsing in the text encoder).
+# This test's own sample (12 scenes, 20 steps) reads SAMPLE_RANGE (text->audio SAMPLE_TA; 79-88 %
+# before the mel inverter). Floors sit 10-20 points below: about the noise of a 12-scene sample.
 FLOORS: dict[str, tuple[str, float]] = {
     "text->image": ("seen", 0.75),
     "image->text": ("seen", 0.85),
@@ -65,9 +65,9 @@ def test_shipped_weights_keep_their_attribute_accuracy(composer, task):
 
 
 # Joint coherence of image + audio from partial captions, with the joint sampler's defaults
-# (denoised, guided environments; 50 steps). Measured on the shipped weights on 288 scenes: 88.5 %
-# joint; independent sampling 45.8 % at release (48 scenes; docs/evaluation.md). This sample (24
-# scenes, 22 open attributes) reads 86.4 % joint and 31.8 % independent.
+# (denoised, guided environments; 50 steps). Measured on the shipped weights: 84.9 % on 240 scenes
+# (CUDA), 89.6 % on 48 (CPU); independent sampling 43.5 % (240 scenes; docs/evaluation.md). This
+# sample (24 scenes, 22 open attributes) reads SAMPLE_JOINT joint and SAMPLE_ALONE independent.
 JOINT_N, JOINT_STEPS, JOINT_FLOOR, JOINT_MARGIN = 24, 50, 0.65, 0.15
 
 
