@@ -306,8 +306,8 @@ class ToyWorldTrainer:
         name_vae, name_unet, name_refine, name_dec = f"2-vae-{m}", f"2-unet-{m}", f"2-refine-{m}", f"2-decoder-{m}"
         refine_steps = r.steps(r.unet_refine_steps, m, 0)
         decoder_steps = r.steps(r.decoder_steps, m, 0)
-        if (self._skip(name_unet) and (not refine_steps or self._skip(name_refine))
-                and (not decoder_steps or self._skip(name_dec))):
+        denoiser_done = self._skip(name_unet) and (not refine_steps or self._skip(name_refine))
+        if denoiser_done and (not decoder_steps or self._skip(name_dec)):
             return
         p = self.pairs(m)
         if self._skip(name_vae):
@@ -352,7 +352,7 @@ class ToyWorldTrainer:
         latents = self._latents(d, p, key=(m,))
         if decoder_steps and not self._skip(name_dec):
             self._train_decoder(d, m, p, latents, decoder_steps)
-        if self._skip(name_unet) and (not refine_steps or self._skip(name_refine)):
+        if denoiser_done:
             return
         contexts = self._contexts(p.captions)
         partial = self._contexts(p.partial)
