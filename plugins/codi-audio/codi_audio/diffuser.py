@@ -344,12 +344,11 @@ class AudioDiffuser(Diffuser):
         """
         if self.mel_inverter is None:
             raise ValueError("this diffuser has no mel_inverter to train")
-        wave = batch.to(self.device, torch.float32)
-        true = self.mel.log_mel(wave)
+        target = self.mel.magnitude(batch.to(self.device, torch.float32))
+        true = self.mel.log_mel_of_magnitude(target)
         recon = features.to(self.device, torch.float32)[:, : true.shape[1]]
-        use_true = (torch.rand(wave.shape[0], device=self.device) < p_true)[:, None, None]
+        use_true = (torch.rand(target.shape[0], device=self.device) < p_true)[:, None, None]
         log_mel = torch.where(use_true, true, recon)
-        target = self.mel.magnitude(wave)
         pred = self.mel_inverter(log_mel, self.mel.mel_to_magnitude(log_mel))
         l1 = (pred - torch.log(target.clamp(min=self.mel.config.log_floor))).abs().mean()
         sc = torch.linalg.norm(torch.exp(pred) - target) / torch.linalg.norm(target).clamp(min=1e-7)

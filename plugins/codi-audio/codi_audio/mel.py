@@ -94,7 +94,11 @@ class MelSpectrogram(nn.Module, ConfigMixin):
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         """Natural-log mel spectrogram ``[B, T, n_mels]`` (what AudioLDM's vocoder takes)."""
-        mel = torch.matmul(self.mel_basis.float(), self.magnitude(waveform))
+        return self.log_mel_of_magnitude(self.magnitude(waveform))
+
+    def log_mel_of_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_mel` from a magnitude STFT ``[B, n_fft // 2 + 1, T]`` already computed."""
+        mel = torch.matmul(self.mel_basis.float(), magnitude)
         return torch.log(torch.clamp(mel, min=self.config.log_floor)).transpose(1, 2)
 
     def normalize(self, log_mel: torch.Tensor) -> torch.Tensor:
