@@ -27,7 +27,7 @@ from .encoder import Encoder
 from .errors import CodiError, InvalidInputError
 from .outputs import Output
 from .registry import Registry, get_registry
-from .sampling import ENVIRONMENT_SOURCES, EnvironmentSource, JointMode, StepCallback, joint_sample
+from .sampling import DEFAULT_ENVIRONMENT_GUIDANCE, ENVIRONMENT_SOURCES, EnvironmentSource, JointMode, StepCallback, joint_sample
 
 SCHEDULERS = ("ddim", "dpm++")
 
@@ -184,7 +184,8 @@ class Composer:
         return Bridge.mix(contexts, ws)
 
     # -- generation ---------------------------------------------------------------------------------
-    def check_options(self, outputs, steps, guidance, num_samples, scheduler, joint, environment="denoised", guide_environment=True) -> list[str]:
+    def check_options(self, outputs, steps, guidance, num_samples, scheduler, joint, environment="denoised", guide_environment=True,
+                      environment_guidance=None) -> list[str]:
         """Validate generation options before any work; returns the outputs as a list."""
         if isinstance(outputs, str):
             outputs = [outputs]
@@ -209,6 +210,10 @@ class Composer:
             raise InvalidInputError(f"environment={environment!r}; accepted: {', '.join(ENVIRONMENT_SOURCES)}")
         if not isinstance(guide_environment, bool):
             raise InvalidInputError(f"guide_environment={guide_environment!r}; accepted: True or False")
+        if environment_guidance is not None:
+            if isinstance(environment_guidance, bool) or not isinstance(environment_guidance, (int, float)) \
+                    or not math.isfinite(environment_guidance) or environment_guidance < 0:
+                raise InvalidInputError(f"environment_guidance={environment_guidance!r}; accepted: None or a finite number ≥ 0")
         return outputs
 
     def _scheduler(self, scheduler, config: dict, steps: int):
@@ -237,6 +242,7 @@ class Composer:
         joint: bool | str | None = None,
         environment: EnvironmentSource = "denoised",
         guide_environment: bool = True,
+        environment_guidance: float | None = DEFAULT_ENVIRONMENT_GUIDANCE,
         progress: bool = True,
         callback: StepCallback | None = None,
     ) -> ComposeResult:
@@ -257,14 +263,18 @@ class Composer:
                 latent it predicted at the previous step; ``"noisy"``, its current noisy latent
                 (the paper). guide_environment: the unconditional branch drops the environment
                 too, so guidance also strengthens the pull between streams (default ``True``).
+                environment_guidance: a guidance scale of its own for that pull (default 8;
+                ``None``: the same as ``guidance``, one denoiser pass per step fewer). Ignored
+                with ``guide_environment=False`` or a single output.
                 See :func:`codi_sdk.sampling.joint_sample`.
             progress: show a progress bar. callback: ``callback(i, t, latents)`` after each
                 step; return ``False`` to stop early (the current latents are decoded).
         """
-        outputs = self.check_options(outputs, steps, guidance, num_samples, scheduler, joint, environment, guide_environment)
+        outputs = self.check_options(outputs, steps, guidance, num_samples, scheduler, joint, environment, guide_environment,
+                                     environment_guidance)
         context = self.encode_inputs(inputs, weights)
         return self._generate([context] * num_samples, outputs, steps, guidance, seed, scheduler, joint, progress, callback,
-                              environment, guide_environment)
+                              environment, guide_environment, environment_guidance)
 
     def batch(
         self,
@@ -278,18 +288,20 @@ class Composer:
         joint: bool | str | None = None,
         environment: EnvironmentSource = "denoised",
         guide_environment: bool = True,
+        environment_guidance: float | None = DEFAULT_ENVIRONMENT_GUIDANCE,
         progress: bool = True,
     ) -> list[dict[str, Output]]:
         """Generate ``outputs`` for many input sets in one batched sampling loop (one sample each)."""
-        outputs = self.check_options(outputs, steps, guidance, 1, scheduler, joint, environment, guide_environment)
+        outputs = self.check_options(outputs, steps, guidance, 1, scheduler, joint, environment, guide_environment,
+                                     environment_guidance)
         contexts = [self.encode_inputs(r) for r in requests]
         result = self._generate(contexts, outputs, steps, guidance, seed, scheduler, joint, progress, None,
-                                environment, guide_environment)
+                                environment, guide_environment, environment_guidance)
         return [{m: result[m][i] for m in outputs} for i in range(len(contexts))]
 
     @torch.no_grad()
     def _generate(self, contexts, outputs, steps, guidance, seed, scheduler, joint, progress, callback,
-                  environment="denoised", guide_environment=True) -> ComposeResult:
+                  environment="denoised", guide_environment=True, environment_guidance=None) -> ComposeResult:
         diffusers = {m: self.diffuser(m) for m in outputs}  # load (and fail) before sampling
         mode: JointMode = None  # one output has no other stream to attend to
         if len(outputs) > 1 and joint is not False:
@@ -312,7 +324,8 @@ class Composer:
 
             bar = lambda it: tqdm(it, desc=f"compose -> {'+'.join(outputs)}", leave=False)  # noqa: E731
         latents = joint_sample(diffusers, latents, {m: ctx for m in outputs}, schedulers, guidance, mode, callback, bar,
-                               environment=environment, guide_environment=guide_environment)
+                               environment=environment, guide_environment=guide_environment,
+                               environment_guidance=environment_guidance)
         samples = {m: diffusers[m].decode(latents[m]) for m in outputs}
         outs = {m: [self.registry.get(m).to_output(s) for s in samples[m]] for m in outputs}
         return ComposeResult(outs, samples, latents)

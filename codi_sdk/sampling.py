@@ -17,6 +17,13 @@ docs, on ToyWorld's joint-coherence tasks):
   unconditional branch sees neither the prompt nor the environment, so the guidance scale
   amplifies the pull towards the other streams as it does the prompt's. ``False`` gives both
   branches the environment (the environment is then not guided).
+* ``environment_guidance`` gives the guided environment a scale of its own, as InstructPix2Pix
+  guides its two conditions: a third branch sees the prompt but not the environment, and
+  ε = ε(∅) + s·(ε(c) − ε(∅)) + s_env·(ε(c, env) − ε(c)). ``None`` (this function's default) is
+  ``s_env = s``, i.e. ε(∅) + s·(ε(c, env) − ε(∅)) in two passes; a number costs one more denoiser
+  pass per step. Like diffusers' guidance options it is ignored where it has nothing to scale:
+  with ``guide_environment=False`` or without joint attention. (:class:`~codi_sdk.Composer`
+  defaults to 8, measured on ToyWorld; see the evaluation docs.)
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ from .diffuser import Diffuser
 JointMode = Literal["cross", "self"] | None
 EnvironmentSource = Literal["denoised", "noisy"]
 ENVIRONMENT_SOURCES = ("denoised", "noisy")
+#: the Composer's default ``environment_guidance``: on ToyWorld at guidance 4 it raised the joint
+#: coherence of image + audio from 81.2 / 87.3 % to 89.1 / 89.9 % (240 scenes, seeds 2 / 3)
+DEFAULT_ENVIRONMENT_GUIDANCE = 8.0
 StepCallback = Callable[[int, int, Mapping[str, torch.Tensor]], bool | None]
 
 
@@ -67,6 +77,7 @@ def joint_sample(
     *,
     environment: EnvironmentSource = "denoised",
     guide_environment: bool = True,
+    environment_guidance: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Denoise ``latents`` (one ``[B, ...]`` tensor per stream) from pure noise to z_0.
 
@@ -74,7 +85,7 @@ def joint_sample(
     ``schedulers[m]`` are diffusers schedulers with ``set_timesteps`` already called (one per
     stream, since multistep solvers keep per-stream history). ``callback(i, t, latents)`` runs
     after each step; returning ``False`` stops the loop early. ``environment`` and
-    ``guide_environment``: see the module docstring.
+    ``guide_environment`` and ``environment_guidance``: see the module docstring.
     """
     if environment not in ENVIRONMENT_SOURCES:
         raise ValueError(f"environment={environment!r}; accepted: {', '.join(ENVIRONMENT_SOURCES)}")
@@ -98,16 +109,23 @@ def joint_sample(
                 env = envs[m]
             else:
                 env = None
-            if env is not None and guide_environment:
+            if env is not None and guide_environment and environment_guidance is not None:
                 b = z.shape[0]
                 z_in = schedulers[m].scale_model_input(z, t)
-                eps_uncond = diffusers[m].denoise(z_in, t, contexts[m][:b], None)
+                eps_uncond, eps_prompt = diffusers[m].denoise(torch.cat([z_in, z_in]), t, contexts[m], None).chunk(2)
                 eps_cond = diffusers[m].denoise(z_in, t, contexts[m][b:], env)
+                eps = eps_uncond + guidance * (eps_prompt - eps_uncond) + environment_guidance * (eps_cond - eps_prompt)
             else:
-                z_in = schedulers[m].scale_model_input(torch.cat([z, z]), t)
-                env_in = torch.cat([env, env]) if env is not None else None
-                eps_uncond, eps_cond = diffusers[m].denoise(z_in, t, contexts[m], env_in).chunk(2)
-            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+                if env is not None and guide_environment:
+                    b = z.shape[0]
+                    z_in = schedulers[m].scale_model_input(z, t)
+                    eps_uncond = diffusers[m].denoise(z_in, t, contexts[m][:b], None)
+                    eps_cond = diffusers[m].denoise(z_in, t, contexts[m][b:], env)
+                else:
+                    z_in = schedulers[m].scale_model_input(torch.cat([z, z]), t)
+                    env_in = torch.cat([env, env]) if env is not None else None
+                    eps_uncond, eps_cond = diffusers[m].denoise(z_in, t, contexts[m], env_in).chunk(2)
+                eps = eps_uncond + guidance * (eps_cond - eps_uncond)
             if envs and environment == "denoised":
                 clean[m] = predicted_original(schedulers[m], eps, t, z)
             latents[m] = schedulers[m].step(eps, t, z).prev_sample

@@ -154,6 +154,27 @@ def test_guided_environment_leaves_the_unconditional_branch_without_it(guide, ca
     assert denoise_calls == calls * 3
 
 
+def test_environment_guidance_adds_a_prompt_only_branch():
+    log, _ = _spy_sample(torch.ones(1, 2), 3.0, environment_guidance=6.0)
+    denoise_calls = [c for c in log if c[0] == "denoise"]
+    # one batched call for ε(∅) and ε(c) without the environment, one for ε(c, env)
+    assert denoise_calls == [("denoise", 2, None), ("denoise", 1, 1)] * 3
+
+
+def test_environment_guidance_equal_to_the_guidance_is_the_default_wiring(composer):
+    base = _run_two_streams(composer, "cross", 1)  # guidance 2.0, environment guided with it
+    torch.testing.assert_close(_run_two_streams(composer, "cross", 1, environment_guidance=2.0), base)
+    stronger = _run_two_streams(composer, "cross", 1, environment_guidance=8.0)
+    assert not torch.allclose(stronger, base)
+    # ...and it scales only the pull towards the other stream: without joint attention it does nothing
+    torch.testing.assert_close(_run_two_streams(composer, None, 1, environment_guidance=8.0), _run_two_streams(composer, None, 1))
+
+
+def test_environment_guidance_is_ignored_when_the_environment_is_not_guided():
+    log, _ = _spy_sample(torch.ones(1, 2), 3.0, environment_guidance=6.0, guide_environment=False)
+    assert [c for c in log if c[0] == "denoise"] == [("denoise", 2, 2)] * 3
+
+
 def test_denoised_environment_encodes_the_previous_steps_clean_prediction():
     z = torch.full((1, 2), 2.0)
     log, sched = _spy_sample(z, 1.0)
@@ -246,6 +267,9 @@ def test_callback_can_stop_the_loop(composer):
         (dict(inputs={"text": "a"}, outputs=["image"], joint="sideways"), "joint="),
         (dict(inputs={"text": "a"}, outputs=["image"], environment="clean"), "environment='clean'; accepted: denoised, noisy"),
         (dict(inputs={"text": "a"}, outputs=["image"], guide_environment="yes"), "guide_environment="),
+        (dict(inputs={"text": "a"}, outputs=["image"], environment_guidance=-1.0), "environment_guidance=-1.0; accepted"),
+        (dict(inputs={"text": "a"}, outputs=["image"], environment_guidance=float("inf")), "environment_guidance=inf"),
+        (dict(inputs={"text": "a"}, outputs=["image"], environment_guidance=True), "environment_guidance=True"),
     ],
 )
 def test_bad_arguments_fail_before_sampling_with_clear_errors(composer, kwargs, match):

@@ -39,6 +39,9 @@ def eval_cmd(
     guide_environment: bool = typer.Option(
         True, "--guide-environment/--no-guide-environment", help="Joint tasks: guidance also strengthens the pull between outputs."
     ),
+    environment_guidance: Optional[float] = typer.Option(
+        None, "--environment-guidance", help="Joint tasks: the guidance scale of that pull (default 8; the same value as --guidance gives the plain wiring)."
+    ),
     weights_dir: Optional[Path] = typer.Option(
         None, "--weights-dir", help="A training run folder (OUT of `codi train`) to evaluate instead of the shipped weights."
     ),
@@ -64,6 +67,8 @@ def eval_cmd(
             kwargs = {"composer": Composer(weights=folders, device=device)}
             if generator != "autoencode":  # the round trip samples nothing
                 kwargs |= {"steps": steps, "guidance": guidance, "environment": environment, "guide_environment": guide_environment}
+                if environment_guidance is not None:
+                    kwargs["environment_guidance"] = environment_guidance
         gen = get_generator(generator, **kwargs)
         results = evaluate(gen, task_list, split=split, n=n, seed=seed, batch_size=batch_size, progress=True)
         paths = write_results(results, out)

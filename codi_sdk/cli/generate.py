@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
@@ -69,6 +69,10 @@ def generate(
                                     help="What each output shows the others: denoised (its predicted clean latent) or noisy (the paper)."),
     guide_environment: bool = typer.Option(True, "--guide-environment/--no-guide-environment",
                                            help="Guidance also strengthens the pull between outputs (the unconditional branch drops the environment)."),
+    environment_guidance: Optional[float] = typer.Option(
+        None, "--environment-guidance",
+        help="Guidance scale of the pull between outputs (default 8; the same value as --guidance gives the plain wiring).",
+    ),
     weights_dir: list[str] = typer.Option([], "--weights-dir", help="MODALITY=FOLDER to load instead of the shipped weights."),
 ) -> None:
     """Generate OUTPUT modalities from INPUTs, e.g.
@@ -79,6 +83,7 @@ def generate(
     joint_opt = {"cross": "cross", "self": "self", "none": False}.get(joint)
     if joint_opt is None:
         _fail(f"--joint {joint!r}; accepted: cross, self, none")
+    env_opts = {} if environment_guidance is None else {"environment_guidance": environment_guidance}
     folders = dict(_pairs(weights_dir, "--weights-dir")) if weights_dir else None
     composer = Composer(weights=folders)
     if batch is not None:
@@ -108,13 +113,14 @@ def generate(
             _fail(f"{batch}: ids repeat; each request needs its own id")
         try:  # validate every request before sampling any
             for rid, pairs, outs, _ in requests:
-                composer.check_options(outs, steps, guidance, num_samples, scheduler, joint_opt, environment, guide_environment)
+                composer.check_options(outs, steps, guidance, num_samples, scheduler, joint_opt, environment, guide_environment,
+                                       **env_opts)
                 for m, v in pairs:
                     composer.registry.get(m).convert(v)
             for rid, pairs, outs, s in requests:
                 result = composer(pairs, outs, steps=steps, guidance=guidance, seed=s, scheduler=scheduler,
                                   num_samples=num_samples, joint=joint_opt, environment=environment,
-                                  guide_environment=guide_environment, progress=False)
+                                  guide_environment=guide_environment, progress=False, **env_opts)
                 for path in result.save(out / rid, EXTENSIONS):
                     typer.echo(path)
         except CodiError as exc:
@@ -126,7 +132,7 @@ def generate(
         result = composer(_pairs(input, "--input"), output, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
                           weights=_weights_per_input(_pairs(input, "--input"), _parse_weights(weight)),
                           num_samples=num_samples, joint=joint_opt, environment=environment,
-                          guide_environment=guide_environment)
+                          guide_environment=guide_environment, **env_opts)
     except CodiError as exc:
         _fail(str(exc))
     for path in result.save(out, EXTENSIONS):

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..sampling import DEFAULT_ENVIRONMENT_GUIDANCE
 from ..outputs import AudioOutput, ImageOutput, Output, TextOutput, VideoOutput
 
 
@@ -31,12 +32,14 @@ class ComposeGenerator:
     name = "compose"
 
     def __init__(self, composer=None, steps: int = 50, guidance: float = 4.0, joint: str | bool = "cross", chunk: int = 48,
-                 environment: str = "denoised", guide_environment: bool = True):
+                 environment: str = "denoised", guide_environment: bool = True,
+                 environment_guidance: float | None = DEFAULT_ENVIRONMENT_GUIDANCE):
         from ..composer import Composer
 
         self.composer = composer or Composer()
         self.steps, self.guidance, self.joint, self.chunk = steps, guidance, joint, chunk
         self.environment, self.guide_environment = environment, guide_environment
+        self.environment_guidance = environment_guidance
 
     def _run(self, inputs: Sequence[dict[str, Any]], outputs: list[str], seed: int) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
@@ -44,7 +47,8 @@ class ComposeGenerator:
             part = inputs[start : start + self.chunk]
             outs = self.composer.batch(list(part), outputs, steps=self.steps, guidance=self.guidance,
                                        seed=seed + start, joint=self.joint, environment=self.environment,
-                                       guide_environment=self.guide_environment, progress=False)
+                                       guide_environment=self.guide_environment,
+                                       environment_guidance=self.environment_guidance, progress=False)
             results += [{m: to_raw(o) for m, o in r.items()} for r in outs]
         return results
 
