@@ -95,8 +95,11 @@ def main() -> None:
         t_joint = best(lambda: c({"text": prompt}, outs, **kw))
         t_sum = sum(best(lambda m=m: c({"text": prompt}, [m], **kw)) for m in outs)
         rows.append((f"joint {'+'.join(outs)} / sum of single runs (target <= 1.15)", f"{t_joint / t_sum:.3f}  ({t_joint:.3f}s vs {t_sum:.3f}s)"))
-        # the guided environment (default) runs the unconditional and conditional halves as two
-        # denoiser calls of B instead of one of 2B; the unguided one keeps a single call
+        # the default (guided environment with a scale of its own) runs ε(∅) and ε(c) as one call
+        # of 2B and ε(c, env) as one of B; environment_guidance=None (session 5's wiring) runs
+        # ε(∅) and ε(c, env) as two calls of B; the unguided one keeps a single call of 2B
+        t_same = best(lambda: c({"text": prompt}, outs, environment_guidance=None, **kw))
+        rows.append((f"joint {'+'.join(outs)}, environment_guidance=None / sum of single runs", f"{t_same / t_sum:.3f}  ({t_same:.3f}s)"))
         t_unguided = best(lambda: c({"text": prompt}, outs, guide_environment=False, **kw))
         rows.append((f"joint {'+'.join(outs)}, guide_environment=False / sum of single runs", f"{t_unguided / t_sum:.3f}  ({t_unguided:.3f}s)"))
 
