@@ -185,7 +185,7 @@ class Composer:
 
     # -- generation ---------------------------------------------------------------------------------
     def check_options(self, outputs, steps, guidance, num_samples, scheduler, joint, environment="denoised", guide_environment=True,
-                      environment_guidance=None) -> list[str]:
+                      environment_guidance=None, environment_guidance_end=1.0) -> list[str]:
         """Validate generation options before any work; returns the outputs as a list."""
         if isinstance(outputs, str):
             outputs = [outputs]
@@ -214,6 +214,9 @@ class Composer:
             if isinstance(environment_guidance, bool) or not isinstance(environment_guidance, (int, float)) \
                     or not math.isfinite(environment_guidance) or environment_guidance < 0:
                 raise InvalidInputError(f"environment_guidance={environment_guidance!r}; accepted: None or a finite number ≥ 0")
+        if isinstance(environment_guidance_end, bool) or not isinstance(environment_guidance_end, (int, float)) \
+                or not 0 <= environment_guidance_end <= 1:
+            raise InvalidInputError(f"environment_guidance_end={environment_guidance_end!r}; accepted: a fraction of the steps in [0, 1]")
         return outputs
 
     def _scheduler(self, scheduler, config: dict, steps: int):
@@ -243,6 +246,7 @@ class Composer:
         environment: EnvironmentSource = "denoised",
         guide_environment: bool = True,
         environment_guidance: float | None = DEFAULT_ENVIRONMENT_GUIDANCE,
+        environment_guidance_end: float = 1.0,
         progress: bool = True,
         callback: StepCallback | None = None,
     ) -> ComposeResult:
@@ -265,16 +269,17 @@ class Composer:
                 too, so guidance also strengthens the pull between streams (default ``True``).
                 environment_guidance: a guidance scale of its own for that pull (default 8;
                 ``None``: the same as ``guidance``, one denoiser pass per step fewer). Ignored
-                with ``guide_environment=False`` or a single output.
+                with ``guide_environment=False`` or a single output. environment_guidance_end:
+                the fraction of the steps, from the first, that use it (default 1.0: all).
                 See :func:`codi_sdk.sampling.joint_sample`.
             progress: show a progress bar. callback: ``callback(i, t, latents)`` after each
                 step; return ``False`` to stop early (the current latents are decoded).
         """
         outputs = self.check_options(outputs, steps, guidance, num_samples, scheduler, joint, environment, guide_environment,
-                                     environment_guidance)
+                                     environment_guidance, environment_guidance_end)
         context = self.encode_inputs(inputs, weights)
         return self._generate([context] * num_samples, outputs, steps, guidance, seed, scheduler, joint, progress, callback,
-                              environment, guide_environment, environment_guidance)
+                              environment, guide_environment, environment_guidance, environment_guidance_end)
 
     def batch(
         self,
@@ -289,19 +294,21 @@ class Composer:
         environment: EnvironmentSource = "denoised",
         guide_environment: bool = True,
         environment_guidance: float | None = DEFAULT_ENVIRONMENT_GUIDANCE,
+        environment_guidance_end: float = 1.0,
         progress: bool = True,
     ) -> list[dict[str, Output]]:
         """Generate ``outputs`` for many input sets in one batched sampling loop (one sample each)."""
         outputs = self.check_options(outputs, steps, guidance, 1, scheduler, joint, environment, guide_environment,
-                                     environment_guidance)
+                                     environment_guidance, environment_guidance_end)
         contexts = [self.encode_inputs(r) for r in requests]
         result = self._generate(contexts, outputs, steps, guidance, seed, scheduler, joint, progress, None,
-                                environment, guide_environment, environment_guidance)
+                                environment, guide_environment, environment_guidance, environment_guidance_end)
         return [{m: result[m][i] for m in outputs} for i in range(len(contexts))]
 
     @torch.no_grad()
     def _generate(self, contexts, outputs, steps, guidance, seed, scheduler, joint, progress, callback,
-                  environment="denoised", guide_environment=True, environment_guidance=None) -> ComposeResult:
+                  environment="denoised", guide_environment=True, environment_guidance=None,
+                  environment_guidance_end=1.0) -> ComposeResult:
         diffusers = {m: self.diffuser(m) for m in outputs}  # load (and fail) before sampling
         mode: JointMode = None  # one output has no other stream to attend to
         if len(outputs) > 1 and joint is not False:
@@ -325,7 +332,7 @@ class Composer:
             bar = lambda it: tqdm(it, desc=f"compose -> {'+'.join(outputs)}", leave=False)  # noqa: E731
         latents = joint_sample(diffusers, latents, {m: ctx for m in outputs}, schedulers, guidance, mode, callback, bar,
                                environment=environment, guide_environment=guide_environment,
-                               environment_guidance=environment_guidance)
+                               environment_guidance=environment_guidance, environment_guidance_end=environment_guidance_end)
         samples = {m: diffusers[m].decode(latents[m]) for m in outputs}
         outs = {m: [self.registry.get(m).to_output(s) for s in samples[m]] for m in outputs}
         return ComposeResult(outs, samples, latents)

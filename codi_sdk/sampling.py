@@ -23,7 +23,9 @@ docs, on ToyWorld's joint-coherence tasks):
   ``s_env = s``, i.e. ε(∅) + s·(ε(c, env) − ε(∅)) in two passes; a number costs one more denoiser
   pass per step. Like diffusers' guidance options it is ignored where it has nothing to scale:
   with ``guide_environment=False`` or without joint attention. (:class:`~codi_sdk.Composer`
-  defaults to 8, measured on ToyWorld; see the evaluation docs.)
+  defaults to 8, measured on ToyWorld; see the evaluation docs.) ``environment_guidance_end``
+  (like diffusers' ``control_guidance_end``) is the fraction of the steps, from the first, that
+  use it; later steps go back to the prompt's scale and two passes.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def joint_sample(
     environment: EnvironmentSource = "denoised",
     guide_environment: bool = True,
     environment_guidance: float | None = None,
+    environment_guidance_end: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Denoise ``latents`` (one ``[B, ...]`` tensor per stream) from pure noise to z_0.
 
@@ -85,15 +88,20 @@ def joint_sample(
     ``schedulers[m]`` are diffusers schedulers with ``set_timesteps`` already called (one per
     stream, since multistep solvers keep per-stream history). ``callback(i, t, latents)`` runs
     after each step; returning ``False`` stops the loop early. ``environment`` and
-    ``guide_environment`` and ``environment_guidance``: see the module docstring.
+    ``guide_environment``, ``environment_guidance`` and ``environment_guidance_end``: see the
+    module docstring.
     """
     if environment not in ENVIRONMENT_SOURCES:
         raise ValueError(f"environment={environment!r}; accepted: {', '.join(ENVIRONMENT_SOURCES)}")
+    if not 0.0 <= environment_guidance_end <= 1.0:
+        raise ValueError(f"environment_guidance_end={environment_guidance_end!r}; accepted: a fraction of the steps in [0, 1]")
     names = list(latents)
     timesteps = schedulers[names[0]].timesteps
     steps = progress(timesteps) if progress else timesteps
     clean: dict[str, torch.Tensor] = {}  # x̂_0 of each stream from the previous step
+    separate_until = round(environment_guidance_end * len(timesteps))
     for i, t in enumerate(steps):
+        separate = environment_guidance is not None and i < separate_until
         envs: dict[str, torch.Tensor] = {}
         if joint is not None and len(names) > 1:
             if environment == "denoised" and clean:
@@ -109,7 +117,7 @@ def joint_sample(
                 env = envs[m]
             else:
                 env = None
-            if env is not None and guide_environment and environment_guidance is not None:
+            if env is not None and guide_environment and separate:
                 b = z.shape[0]
                 z_in = schedulers[m].scale_model_input(z, t)
                 eps_uncond, eps_prompt = diffusers[m].denoise(torch.cat([z_in, z_in]), t, contexts[m], None).chunk(2)

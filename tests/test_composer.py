@@ -170,6 +170,17 @@ def test_environment_guidance_equal_to_the_guidance_is_the_default_wiring(compos
     torch.testing.assert_close(_run_two_streams(composer, None, 1, environment_guidance=8.0), _run_two_streams(composer, None, 1))
 
 
+def test_environment_guidance_end_limits_the_third_branch_to_the_first_steps(composer):
+    log, _ = _spy_sample(torch.ones(1, 2), 3.0, environment_guidance=6.0, environment_guidance_end=0.34)
+    denoise_calls = [c for c in log if c[0] == "denoise"]
+    # 3 steps: round(0.34 * 3) = 1 step with the prompt-only branch, then the two-pass guided wiring
+    assert denoise_calls == [("denoise", 2, None), ("denoise", 1, 1)] + [("denoise", 1, None), ("denoise", 1, 1)] * 2
+    base = _run_two_streams(composer, "cross", 1)
+    torch.testing.assert_close(_run_two_streams(composer, "cross", 1, environment_guidance=8.0, environment_guidance_end=0.0), base)
+    with pytest.raises(ValueError, match="environment_guidance_end=1.5"):
+        _spy_sample(torch.ones(1, 2), 3.0, environment_guidance=6.0, environment_guidance_end=1.5)
+
+
 def test_environment_guidance_is_ignored_when_the_environment_is_not_guided():
     log, _ = _spy_sample(torch.ones(1, 2), 3.0, environment_guidance=6.0, guide_environment=False)
     assert [c for c in log if c[0] == "denoise"] == [("denoise", 2, 2)] * 3
@@ -270,6 +281,7 @@ def test_callback_can_stop_the_loop(composer):
         (dict(inputs={"text": "a"}, outputs=["image"], environment_guidance=-1.0), "environment_guidance=-1.0; accepted"),
         (dict(inputs={"text": "a"}, outputs=["image"], environment_guidance=float("inf")), "environment_guidance=inf"),
         (dict(inputs={"text": "a"}, outputs=["image"], environment_guidance=True), "environment_guidance=True"),
+        (dict(inputs={"text": "a"}, outputs=["image"], environment_guidance_end=-0.1), "environment_guidance_end=-0.1; accepted"),
     ],
 )
 def test_bad_arguments_fail_before_sampling_with_clear_errors(composer, kwargs, match):

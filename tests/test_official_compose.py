@@ -283,6 +283,20 @@ def test_cli_names_a_bad_environment_before_writing(root, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--environment-guidance", "-1", "environment_guidance=-1.0; accepted: None or a finite number ≥ 0"),
+    ("--environment-guidance-end", "1.5", "environment_guidance_end=1.5; accepted: a fraction of the steps in [0, 1]"),
+])
+def test_cli_names_a_bad_environment_guidance_before_writing(root, tmp_path, flag, value, message):
+    result = CliRunner().invoke(app, [
+        "generate", "--weights-dir", f"text={root}", "--weights-dir", f"image={root / 'image'}",
+        "-i", "text=a red circle", "-O", "image", flag, value, "-o", str(tmp_path / "out"),
+    ])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_real_size_official_diffusers_have_the_profile_latent_shapes():
     from codi_audio.official_diffuser import OfficialAudioDiffuser
     from codi_image.official_diffuser import OfficialImageDiffuser

@@ -42,6 +42,9 @@ def eval_cmd(
     environment_guidance: Optional[float] = typer.Option(
         None, "--environment-guidance", help="Joint tasks: the guidance scale of that pull (default 8; the same value as --guidance gives the plain wiring)."
     ),
+    environment_guidance_end: float = typer.Option(
+        1.0, "--environment-guidance-end", help="Joint tasks: the fraction of the steps, from the first, that use --environment-guidance."
+    ),
     weights_dir: Optional[Path] = typer.Option(
         None, "--weights-dir", help="A training run folder (OUT of `codi train`) to evaluate instead of the shipped weights."
     ),
@@ -67,6 +70,7 @@ def eval_cmd(
             kwargs = {"composer": Composer(weights=folders, device=device)}
             if generator != "autoencode":  # the round trip samples nothing
                 kwargs |= {"steps": steps, "guidance": guidance, "environment": environment, "guide_environment": guide_environment}
+                kwargs["environment_guidance_end"] = environment_guidance_end
                 if environment_guidance is not None:
                     kwargs["environment_guidance"] = environment_guidance
         gen = get_generator(generator, **kwargs)

@@ -73,6 +73,9 @@ def generate(
         None, "--environment-guidance",
         help="Guidance scale of the pull between outputs (default 8; the same value as --guidance gives the plain wiring).",
     ),
+    environment_guidance_end: float = typer.Option(
+        1.0, "--environment-guidance-end", help="The fraction of the steps, from the first, that use --environment-guidance."
+    ),
     weights_dir: list[str] = typer.Option([], "--weights-dir", help="MODALITY=FOLDER to load instead of the shipped weights."),
 ) -> None:
     """Generate OUTPUT modalities from INPUTs, e.g.
@@ -83,7 +86,9 @@ def generate(
     joint_opt = {"cross": "cross", "self": "self", "none": False}.get(joint)
     if joint_opt is None:
         _fail(f"--joint {joint!r}; accepted: cross, self, none")
-    env_opts = {} if environment_guidance is None else {"environment_guidance": environment_guidance}
+    env_opts: dict[str, Any] = {"environment_guidance_end": environment_guidance_end}
+    if environment_guidance is not None:
+        env_opts["environment_guidance"] = environment_guidance
     folders = dict(_pairs(weights_dir, "--weights-dir")) if weights_dir else None
     composer = Composer(weights=folders)
     if batch is not None:

@@ -33,13 +33,13 @@ class ComposeGenerator:
 
     def __init__(self, composer=None, steps: int = 50, guidance: float = 4.0, joint: str | bool = "cross", chunk: int = 48,
                  environment: str = "denoised", guide_environment: bool = True,
-                 environment_guidance: float | None = DEFAULT_ENVIRONMENT_GUIDANCE):
+                 environment_guidance: float | None = DEFAULT_ENVIRONMENT_GUIDANCE, environment_guidance_end: float = 1.0):
         from ..composer import Composer
 
         self.composer = composer or Composer()
         self.steps, self.guidance, self.joint, self.chunk = steps, guidance, joint, chunk
         self.environment, self.guide_environment = environment, guide_environment
-        self.environment_guidance = environment_guidance
+        self.environment_guidance, self.environment_guidance_end = environment_guidance, environment_guidance_end
 
     def _run(self, inputs: Sequence[dict[str, Any]], outputs: list[str], seed: int) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
@@ -48,7 +48,8 @@ class ComposeGenerator:
             outs = self.composer.batch(list(part), outputs, steps=self.steps, guidance=self.guidance,
                                        seed=seed + start, joint=self.joint, environment=self.environment,
                                        guide_environment=self.guide_environment,
-                                       environment_guidance=self.environment_guidance, progress=False)
+                                       environment_guidance=self.environment_guidance,
+                                       environment_guidance_end=self.environment_guidance_end, progress=False)
             results += [{m: to_raw(o) for m, o in r.items()} for r in outs]
         return results
 
