@@ -117,22 +117,21 @@ def joint_sample(
                 env = envs[m]
             else:
                 env = None
-            if env is not None and guide_environment and separate:
+            if env is not None and guide_environment:  # the unconditional branch sees no environment
                 b = z.shape[0]
                 z_in = schedulers[m].scale_model_input(z, t)
-                eps_uncond, eps_prompt = diffusers[m].denoise(torch.cat([z_in, z_in]), t, contexts[m], None).chunk(2)
-                eps_cond = diffusers[m].denoise(z_in, t, contexts[m][b:], env)
-                eps = eps_uncond + guidance * (eps_prompt - eps_uncond) + environment_guidance * (eps_cond - eps_prompt)
-            else:
-                if env is not None and guide_environment:
-                    b = z.shape[0]
-                    z_in = schedulers[m].scale_model_input(z, t)
+                if separate:  # a prompt-only branch too, so the environment gets its own scale
+                    eps_uncond, eps_prompt = diffusers[m].denoise(torch.cat([z_in, z_in]), t, contexts[m], None).chunk(2)
+                    eps_cond = diffusers[m].denoise(z_in, t, contexts[m][b:], env)
+                    eps = eps_uncond + guidance * (eps_prompt - eps_uncond) + environment_guidance * (eps_cond - eps_prompt)
+                else:
                     eps_uncond = diffusers[m].denoise(z_in, t, contexts[m][:b], None)
                     eps_cond = diffusers[m].denoise(z_in, t, contexts[m][b:], env)
-                else:
-                    z_in = schedulers[m].scale_model_input(torch.cat([z, z]), t)
-                    env_in = torch.cat([env, env]) if env is not None else None
-                    eps_uncond, eps_cond = diffusers[m].denoise(z_in, t, contexts[m], env_in).chunk(2)
+                    eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+            else:
+                z_in = schedulers[m].scale_model_input(torch.cat([z, z]), t)
+                env_in = torch.cat([env, env]) if env is not None else None
+                eps_uncond, eps_cond = diffusers[m].denoise(z_in, t, contexts[m], env_in).chunk(2)
                 eps = eps_uncond + guidance * (eps_cond - eps_uncond)
             if envs and environment == "denoised":
                 clean[m] = predicted_original(schedulers[m], eps, t, z)
