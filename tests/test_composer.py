@@ -289,3 +289,18 @@ def test_bad_arguments_fail_before_sampling_with_clear_errors(composer, kwargs, 
     with pytest.raises((CodiError, InvalidInputError, UnknownModalityError), match=match):
         composer(kwargs.pop("inputs"), kwargs.pop("outputs"), progress=False, callback=lambda *a: called.append(1), **kwargs)
     assert called == []
+
+
+def test_eval_records_the_sampling_options_next_to_its_figures(composer, tmp_path):
+    import json
+
+    from codi_sdk.eval import evaluate, parse_tasks, write_results
+    from codi_sdk.eval.compose_generators import ComposeGenerator
+
+    gen = ComposeGenerator(composer, steps=2, guidance=3.0, environment_guidance=5.0, environment_guidance_end=0.5)
+    results = evaluate(gen, parse_tasks("text->image+audio"), n=1, seed=0)
+    paths = write_results(results, tmp_path)
+    recorded = json.loads(paths["json"].read_text())["options"]
+    assert recorded == {"steps": 2, "guidance": 3.0, "joint": "cross", "environment": "denoised", "guide_environment": True,
+                        "environment_guidance": 5.0, "environment_guidance_end": 0.5}
+    assert "`environment_guidance=5.0`" in paths["markdown"].read_text()

@@ -41,6 +41,13 @@ class ComposeGenerator:
         self.environment, self.guide_environment = environment, guide_environment
         self.environment_guidance, self.environment_guidance_end = environment_guidance, environment_guidance_end
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The sampling options, as ``codi eval`` records them in ``results.json``."""
+        return {"steps": self.steps, "guidance": self.guidance, "joint": self.joint, "environment": self.environment,
+                "guide_environment": self.guide_environment, "environment_guidance": self.environment_guidance,
+                "environment_guidance_end": self.environment_guidance_end}
+
     def _run(self, inputs: Sequence[dict[str, Any]], outputs: list[str], seed: int) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         for start in range(0, len(inputs), self.chunk):

@@ -38,6 +38,12 @@ class Generator(Protocol):
     def generate(self, inputs: list[dict[str, Any]], outputs: list[str], seed: int) -> list[dict[str, Any]]: ...
 
 
+def generator_options(generator: Any) -> dict[str, Any]:
+    """The sampling options a generator reports in its ``options`` attribute (none: ``{}``), which
+    ``codi eval`` writes next to its figures so a run can be repeated."""
+    return dict(getattr(generator, "options", None) or {})
+
+
 def _render_output(modality: str, scene: Scene, rng: np.random.Generator) -> Any:
     return caption(scene, rng) if modality == "text" else render(modality, scene, rng)
 

@@ -18,7 +18,7 @@ from ..errors import CodiError, InvalidInputError
 from ..toyworld.probes import probe, probe_text
 from ..toyworld.render import caption, partial_caption, render
 from ..toyworld.scenes import ATTRIBUTES, TOYWORLD_VERSION, Scene, check_split, item_rng, scene_at
-from .generators import Generator
+from .generators import Generator, generator_options
 from .metrics import (
     accuracy_counts,
     chance_accuracy,
@@ -183,6 +183,7 @@ def evaluate(
         "split": split,
         "n": n,
         "seed": seed,
+        "options": generator_options(generator),
         "tasks": results,
         "matrix": accuracy_matrix(results),
     }

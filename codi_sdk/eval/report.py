@@ -20,6 +20,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         f"ToyWorld {results['toyworld']} · generator **{results['generator']}** · split `{results['split']}` · "
         f"{results['n']} scenes per task · seed {results['seed']}\n\n"
     )
+    if results.get("options"):
+        head += "Options: " + ", ".join(f"`{k}={v}`" for k, v in results["options"].items()) + "\n\n"
     lines = [
         "| task | accuracy | chance | colour | shape | motion | joint coherence | chance |",
         "|---|---|---|---|---|---|---|---|",
