@@ -275,11 +275,12 @@ class Composer:
             progress: show a progress bar. callback: ``callback(i, t, latents)`` after each
                 step; return ``False`` to stop early (the current latents are decoded).
         """
-        outputs = self.check_options(outputs, steps, guidance, num_samples, scheduler, joint, environment, guide_environment,
-                                     environment_guidance, environment_guidance_end)
+        sampling = dict(environment=environment, guide_environment=guide_environment,
+                        environment_guidance=environment_guidance, environment_guidance_end=environment_guidance_end)
+        outputs = self.check_options(outputs, steps, guidance, num_samples, scheduler, joint, **sampling)
         context = self.encode_inputs(inputs, weights)
         return self._generate([context] * num_samples, outputs, steps, guidance, seed, scheduler, joint, progress, callback,
-                              environment, guide_environment, environment_guidance, environment_guidance_end)
+                              **sampling)
 
     def batch(
         self,
@@ -298,17 +299,18 @@ class Composer:
         progress: bool = True,
     ) -> list[dict[str, Output]]:
         """Generate ``outputs`` for many input sets in one batched sampling loop (one sample each)."""
-        outputs = self.check_options(outputs, steps, guidance, 1, scheduler, joint, environment, guide_environment,
-                                     environment_guidance, environment_guidance_end)
+        sampling = dict(environment=environment, guide_environment=guide_environment,
+                        environment_guidance=environment_guidance, environment_guidance_end=environment_guidance_end)
+        outputs = self.check_options(outputs, steps, guidance, 1, scheduler, joint, **sampling)
         contexts = [self.encode_inputs(r) for r in requests]
-        result = self._generate(contexts, outputs, steps, guidance, seed, scheduler, joint, progress, None,
-                                environment, guide_environment, environment_guidance, environment_guidance_end)
+        result = self._generate(contexts, outputs, steps, guidance, seed, scheduler, joint, progress, None, **sampling)
         return [{m: result[m][i] for m in outputs} for i in range(len(contexts))]
 
     @torch.no_grad()
     def _generate(self, contexts, outputs, steps, guidance, seed, scheduler, joint, progress, callback,
-                  environment="denoised", guide_environment=True, environment_guidance=None,
-                  environment_guidance_end=1.0) -> ComposeResult:
+                  **sampling) -> ComposeResult:
+        """The sampling loop behind ``__call__`` and ``batch``; ``sampling``: the joint sampler's
+        options (``environment`` ...), passed on to :func:`~codi_sdk.sampling.joint_sample`."""
         diffusers = {m: self.diffuser(m) for m in outputs}  # load (and fail) before sampling
         mode: JointMode = None  # one output has no other stream to attend to
         if len(outputs) > 1 and joint is not False:
@@ -331,8 +333,7 @@ class Composer:
 
             bar = lambda it: tqdm(it, desc=f"compose -> {'+'.join(outputs)}", leave=False)  # noqa: E731
         latents = joint_sample(diffusers, latents, {m: ctx for m in outputs}, schedulers, guidance, mode, callback, bar,
-                               environment=environment, guide_environment=guide_environment,
-                               environment_guidance=environment_guidance, environment_guidance_end=environment_guidance_end)
+                               **sampling)
         samples = {m: diffusers[m].decode(latents[m]) for m in outputs}
         outs = {m: [self.registry.get(m).to_output(s) for s in samples[m]] for m in outputs}
         return ComposeResult(outs, samples, latents)
