@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ..sampling import DEFAULT_ENVIRONMENT_GUIDANCE
 from ..outputs import AudioOutput, ImageOutput, Output, TextOutput, VideoOutput
+from ..sampling import DEFAULT_ENVIRONMENT_GUIDANCE
 
 
 def to_raw(output: Output) -> Any:
@@ -38,25 +38,20 @@ class ComposeGenerator:
 
         self.composer = composer or Composer()
         self.steps, self.guidance, self.joint, self.chunk = steps, guidance, joint, chunk
-        self.environment, self.guide_environment = environment, guide_environment
-        self.environment_guidance, self.environment_guidance_end = environment_guidance, environment_guidance_end
+        self.sampling = dict(environment=environment, guide_environment=guide_environment,
+                             environment_guidance=environment_guidance, environment_guidance_end=environment_guidance_end)
 
     @property
     def options(self) -> dict[str, Any]:
         """The sampling options, as ``codi eval`` records them in ``results.json``."""
-        return {"steps": self.steps, "guidance": self.guidance, "joint": self.joint, "environment": self.environment,
-                "guide_environment": self.guide_environment, "environment_guidance": self.environment_guidance,
-                "environment_guidance_end": self.environment_guidance_end}
+        return {"steps": self.steps, "guidance": self.guidance, "joint": self.joint, **self.sampling}
 
     def _run(self, inputs: Sequence[dict[str, Any]], outputs: list[str], seed: int) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         for start in range(0, len(inputs), self.chunk):
             part = inputs[start : start + self.chunk]
             outs = self.composer.batch(list(part), outputs, steps=self.steps, guidance=self.guidance,
-                                       seed=seed + start, joint=self.joint, environment=self.environment,
-                                       guide_environment=self.guide_environment,
-                                       environment_guidance=self.environment_guidance,
-                                       environment_guidance_end=self.environment_guidance_end, progress=False)
+                                       seed=seed + start, joint=self.joint, progress=False, **self.sampling)
             results += [{m: to_raw(o) for m, o in r.items()} for r in outs]
         return results
 
