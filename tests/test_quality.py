@@ -66,7 +66,7 @@ def test_shipped_weights_keep_their_attribute_accuracy(composer, task):
 
 # Joint coherence of image + audio from partial captions, with the joint sampler's defaults
 # (denoised environments, guided at environment_guidance 8; 50 steps). Measured on the shipped
-# weights: 89.1 / 89.9 % on 240 scenes (CPU, seeds 2 / 3; 81.2 / 87.3 % with the environment guided
+# weights: 89.1 / 89.9 / 88.3 % on 240 scenes (CPU, seeds 2-4; 81.2 / 87.3 / 85.7 % with the environment guided
 # at the prompt's scale, session 7's default); independent sampling 43.5 % (240 scenes;
 # docs/evaluation.md). This sample (24 scenes, 22 open attributes) reads 86.4 % joint with either
 # setting and 31.8 % independent.
