@@ -69,8 +69,8 @@ def eval_cmd(
             folders = {m: weights_dir / m for m in ("text", "image", "video", "audio") if (weights_dir / m).is_dir()} if weights_dir else None
             kwargs = {"composer": Composer(weights=folders, device=device)}
             if generator != "autoencode":  # the round trip samples nothing
-                kwargs |= {"steps": steps, "guidance": guidance, "environment": environment, "guide_environment": guide_environment}
-                kwargs["environment_guidance_end"] = environment_guidance_end
+                kwargs |= {"steps": steps, "guidance": guidance, "environment": environment, "guide_environment": guide_environment,
+                           "environment_guidance_end": environment_guidance_end}
                 if environment_guidance is not None:
                     kwargs["environment_guidance"] = environment_guidance
         gen = get_generator(generator, **kwargs)
