@@ -59,6 +59,85 @@ def test_training_pairs_are_text_paired_and_never_hold_a_heldout_pair():
     assert not any(k[:2] in held for k in p.keys)
 
 
+def test_auxiliary_colours_mix_in_every_shape_and_keep_heldout_pairs_out():
+    from codi_sdk.toyworld.probes import probe
+    from codi_sdk.toyworld.scenes import AUXILIARY_COLORS, COLORS, HELDOUT
+
+    n = 400
+    plain = render_pairs("audio", 24, progress=False)
+    p = render_pairs("image", n, progress=False, auxiliary=0.25)
+    colours = [dict(k)["color"] for k in p.keys]
+    aux = [i for i, c in enumerate(colours) if c in AUXILIARY_COLORS]
+    assert 0.18 * n < len(aux) < 0.32 * n  # about the share asked for
+    assert {dict(p.keys[i])["shape"] for i in aux} == {"circle", "square", "triangle"}  # every shape, in new colours
+    assert {colours[i] for i in aux} == set(AUXILIARY_COLORS)
+    assert not any((dict(k)["color"], dict(k)["shape"]) in HELDOUT for k in p.keys)
+    for i in aux:  # a partial caption of an auxiliary item always names its colour
+        assert colours[i] in p.partial[i] and ("color", colours[i]) in p.partial_keys[i]
+        assert colours[i] in p.captions[i]
+    # the other items are exactly what a run without auxiliary colours draws
+    same = render_pairs("image", n, progress=False)
+    rest = [i for i in range(n) if i not in set(aux)]
+    assert [p.captions[i] for i in rest] == [same.captions[i] for i in rest]
+    assert torch.equal(p.samples[rest], same.samples[rest])
+    # the renderings show the auxiliary colour: its own RGB (the probe knows only ToyWorld's four hues)
+    i = aux[0]
+    img = ((p.samples[i].permute(1, 2, 0) + 1) * 127.5).round().numpy()
+    fill = img[img.max(-1) > 0].mean(0)
+    assert abs(fill - AUXILIARY_COLORS[colours[i]][0]).max() <= 20.5
+    assert probe("image", img.astype("uint8"))["shape"] == dict(p.keys[i])["shape"]
+    assert plain.samples.shape == (24, 16000) and not set(AUXILIARY_COLORS) & {dict(k)["color"] for k in plain.keys}
+    assert set(COLORS).isdisjoint(AUXILIARY_COLORS)
+
+
+def test_auxiliary_audio_sounds_its_own_pitch():
+    import numpy as np
+
+    from codi_sdk.toyworld.render import render_audio
+    from codi_sdk.toyworld.scenes import AUXILIARY_COLORS, TrainingScene
+
+    wave = render_audio(TrainingScene("purple", "circle", "down"), np.random.default_rng(0))
+    spectrum = np.abs(np.fft.rfft(wave))
+    peak = np.fft.rfftfreq(len(wave), 1 / 16000)[int(spectrum.argmax())]
+    assert abs(peak - AUXILIARY_COLORS["purple"][1]) < 0.02 * AUXILIARY_COLORS["purple"][1]
+
+
+def test_training_scenes_accept_auxiliary_colours_only_there():
+    from codi_sdk.errors import InvalidInputError
+    from codi_sdk.toyworld.scenes import Scene, TrainingScene
+
+    assert TrainingScene("cyan", "square", "up").color == "cyan"
+    assert TrainingScene("red", "circle", "up").as_dict() == Scene("red", "circle", "up").as_dict()
+    with pytest.raises(InvalidInputError, match="accepted: red, green, blue, yellow"):
+        Scene("cyan", "square", "up")  # evaluation scenes stay ToyWorld's 48
+    with pytest.raises(InvalidInputError, match="shape 'hexagon'"):
+        TrainingScene("cyan", "hexagon", "up")
+    with pytest.raises(InvalidInputError, match="color 'mauve'; accepted: red, green, blue, yellow, orange, cyan"):
+        TrainingScene("mauve", "square", "up")
+
+
+def test_recipe_rejects_an_auxiliary_share_outside_zero_to_one():
+    from pydantic import ValidationError
+
+    from codi_sdk.training.recipe import ToyWorldRecipe
+
+    assert ToyWorldRecipe().auxiliary_colors == 0.25
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValidationError, match="auxiliary_colors"):
+            ToyWorldRecipe(auxiliary_colors=bad)
+
+
+def test_auxiliary_colour_words_come_last_in_the_vocabulary():
+    from codi_text.tokenizer import AUXILIARY_COLORS, VOCABULARY, build_toyworld_tokenizer
+
+    from codi_sdk.toyworld.scenes import AUXILIARY_COLORS as SCENE_AUX
+
+    assert VOCABULARY[-len(AUXILIARY_COLORS):] == AUXILIARY_COLORS == tuple(SCENE_AUX)
+    tok = build_toyworld_tokenizer()
+    ids = tok("a purple triangle").input_ids
+    assert tok.unk_token_id not in ids and VOCABULARY.index("red") == 15  # older words keep their ids
+
+
 def test_two_cpu_processes_keep_identical_parameters(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
@@ -405,3 +484,23 @@ def test_recipe_refuses_bad_high_noise_settings(field, value, message):
 
     with pytest.raises(ValidationError, match=message):
         ToyWorldRecipe(**{field: value})
+
+
+def test_training_card_lists_sub_stages_recipe_and_the_auxiliary_share(tmp_path):
+    from codi_sdk.training.card import training_card
+
+    (tmp_path / "image" / "unet").mkdir(parents=True)
+    (tmp_path / "image" / "unet" / "w.safetensors").write_bytes(b"0" * 1000)
+    state = {"recipe": {"seed": 3, "auxiliary_colors": 0.25, "unet_steps": {"image": 1800}},
+             "done": {"2-unet-image": {"final": {"loss": 0.0247}, "seconds": 760.4},
+                      "2-unet-audio": {"final": {"loss": 0.5}, "seconds": 1.0}}}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    card = training_card("image", tmp_path, [{"split": "heldout", "n": 48, "tasks": [
+        {"task": "text->image", "inputs": ["text"], "outputs": ["image"], "accuracy": 0.823, "coherence": None},
+        {"task": "text->audio", "inputs": ["text"], "outputs": ["audio"], "accuracy": 0.5}]}])
+    assert "- seed: 3" in card and "in 25% of the items" in card and "- files: unet" in card
+    assert "| 2-unet-image | 1800 | 760.4 | loss 0.0247 |" in card and "2-unet-audio" not in card
+    assert "| `text->image` | 82.3 % | – |" in card and "text->audio" not in card
+    state["recipe"]["auxiliary_colors"] = 0.0
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert "training-only colours" not in training_card("image", tmp_path)

@@ -32,6 +32,18 @@ ATTRIBUTES: tuple[str, ...] = ("color", "shape", "motion")
 #: Values of each attribute.
 VALUES: dict[str, tuple[str, ...]] = {"color": tuple(COLORS), "shape": SHAPES, "motion": MOTIONS}
 
+#: Training-only colours (sRGB 0–255, fundamental in Hz), *not* part of the ToyWorld v1 contract:
+#: no evaluation split and no probe uses them. A training recipe may mix scenes of these colours,
+#: in every shape, into its data (``ToyWorldRecipe.auxiliary_colors``) so that the models see each
+#: shape drawn and sounded in many colours, and can learn shape apart from colour. Their hues lie
+#: 25° or more from every base colour's, their pitches two or three semitones from every base pitch.
+AUXILIARY_COLORS: dict[str, tuple[tuple[int, int, int], float]] = {
+    "orange": ((235, 130, 30), 293.66),
+    "cyan": ((40, 200, 210), 220.00),
+    "purple": ((150, 60, 220), 440.00),
+    "pink": ((235, 90, 170), 622.25),
+}
+
 #: Colour–shape pairs never seen in training (in every motion).
 HELDOUT: frozenset[tuple[str, str]] = frozenset({("red", "triangle"), ("green", "square"), ("blue", "circle")})
 
@@ -70,6 +82,16 @@ class Scene:
 
     def __str__(self) -> str:
         return f"{self.color} {self.shape} {self.motion}"
+
+
+@dataclass(frozen=True, order=True)
+class TrainingScene(Scene):
+    """A scene whose colour may also be one of :data:`AUXILIARY_COLORS` (training data only)."""
+
+    def __post_init__(self) -> None:
+        if self.color not in COLORS and self.color not in AUXILIARY_COLORS:
+            raise InvalidInputError(f"unknown color {self.color!r}; accepted: {', '.join([*COLORS, *AUXILIARY_COLORS])}")
+        Scene(next(iter(COLORS)), self.shape, self.motion)  # validates shape and motion
 
 
 #: All 48 scenes, colour-major.

@@ -23,6 +23,8 @@ def training_card(modality: str, run: Path, eval_results: list[dict] | None = No
         "(procedural, generated on the fly; training split only: no held-out colour–shape pair).",
         "",
         f"- seed: {recipe.get('seed')}",
+        *([f"- training-only colours (orange, cyan, purple, pink) in {recipe['auxiliary_colors']:.0%} of the items"]
+          if recipe.get("auxiliary_colors") else []),
         f"- files: {', '.join(sorted(p.name for p in (run / modality).iterdir() if p.is_dir()))}",
         f"- size in the run folder (float32): {sum(f.stat().st_size for f in (run / modality).rglob('*') if f.is_file()) / 1e6:.2f} MB"
         " (shipped as float16: about half)",

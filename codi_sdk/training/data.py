@@ -13,8 +13,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..toyworld.render import caption, partial_caption, render
-from ..toyworld.scenes import ATTRIBUTES, item_rng, scene_at
+from ..toyworld.render import PARTIAL_TEMPLATES, caption, partial_caption, render
+from ..toyworld.scenes import ATTRIBUTES, AUXILIARY_COLORS, MOTIONS, SHAPES, TrainingScene, item_rng, scene_at
+
+#: The partial captions of an auxiliary-colour item always name its colour, so that a caption
+#: without a colour ("a triangle") keeps meaning one of ToyWorld's four.
+_NAMES_COLOR = tuple(k for k in PARTIAL_TEMPLATES if "color" in k)
 
 
 def to_canonical(modality: str, raw) -> torch.Tensor:
@@ -55,19 +59,36 @@ class Pairs:
         return len(self.captions)
 
 
-def render_pairs(modality: str, n: int, seed: int = 0, progress: bool = True, renderer=None) -> Pairs:
+def training_scene(index: int, seed: int = 0, auxiliary: float = 0.0):
+    """The scene of training item ``index``: a ``train`` scene, or with probability ``auxiliary`` a
+    :class:`~codi_sdk.toyworld.scenes.TrainingScene` in one of the auxiliary colours (any shape,
+    any motion; uniform, from the item's own ``scene`` seed stream)."""
+    if auxiliary > 0:
+        rng = item_rng("train", index, "scene", seed)
+        if rng.random() < auxiliary:
+            colors = tuple(AUXILIARY_COLORS)
+            return TrainingScene(colors[int(rng.integers(len(colors)))], SHAPES[int(rng.integers(len(SHAPES)))],
+                                 MOTIONS[int(rng.integers(len(MOTIONS)))])
+    return scene_at("train", index, seed)
+
+
+def render_pairs(modality: str, n: int, seed: int = 0, progress: bool = True, renderer=None, auxiliary: float = 0.0) -> Pairs:
     """Render ``n`` training pairs (full caption, partial caption, sample) of ``modality``.
 
     ToyWorld renders text, image, video and audio itself; for any other modality pass
     ``renderer(scene, rng) -> canonical sample`` (the trainer uses ``Modality.render_toyworld``).
+    ``auxiliary``: the share of items drawn in a training-only colour (:func:`training_scene`);
+    their partial captions always name the colour.
     """
     caps, keys, parts, pkeys, paras, samples = [], [], [], [], [], []
     for i in tqdm(range(n), desc=f"render {modality}", disable=not progress, leave=False):
-        scene = scene_at("train", i, seed)
+        scene = training_scene(i, seed, auxiliary)
         caps.append(caption(scene, item_rng("train", i, "caption", seed)))
         paras.append(caption(scene, item_rng("train", i, "paraphrase", seed)))
         keys.append(key_of(scene, ATTRIBUTES))
-        text, named = partial_caption(scene, item_rng("train", i, "partial", seed))
+        prng = item_rng("train", i, "partial", seed)
+        keep = _NAMES_COLOR[int(prng.integers(len(_NAMES_COLOR)))] if isinstance(scene, TrainingScene) else None
+        text, named = partial_caption(scene, prng, keep)
         parts.append(text)
         pkeys.append(key_of(scene, named))
         if renderer is not None:

@@ -13,6 +13,11 @@ class ToyWorldRecipe(BaseModel):
     seed: int = 0
     scale: float = Field(1.0, gt=0, description="multiplies every step count (tests use tiny values)")
     n_pairs: dict[str, int] = {"text": 3000, "image": 4000, "video": 1200, "audio": 2000}
+    auxiliary_colors: float = Field(
+        0.25, ge=0, lt=1, description="share of training items drawn in a training-only colour (orange, cyan, "
+        "purple, pink: toyworld.scenes.AUXILIARY_COLORS), in every shape, so that shape is learned apart from colour; "
+        "ToyWorld's held-out pairs stay out of the data (ToyWorld's own renderers only; 0: none)",
+    )
     # Stage 1: bridging alignment — text + first encoder together, then each encoder to frozen text.
     bridge_steps: int = 1000
     align_steps: dict[str, int] = {"image": 300, "video": 900, "audio": 400}

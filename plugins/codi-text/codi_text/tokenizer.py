@@ -39,7 +39,10 @@ GENERIC_WORDS: tuple[str, ...] = (
     "an", "it", "this", "of", "with", "to", "in", "on", "object", "shape", "color", "colour",
     "move", "go", "going", "heads", "small", "big", "there", "image", "video", "sound", ".", ",",
 )
-VOCABULARY: tuple[str, ...] = SPECIAL_TOKENS + TEMPLATE_WORDS + COLORS + SHAPES + MOTIONS + GENERIC_WORDS
+#: Training-only colour words (``codi_sdk.toyworld.scenes.AUXILIARY_COLORS``), appended last so that
+#: the ids of every other word stay those of the weights trained before them.
+AUXILIARY_COLORS: tuple[str, ...] = ("orange", "cyan", "purple", "pink")
+VOCABULARY: tuple[str, ...] = SPECIAL_TOKENS + TEMPLATE_WORDS + COLORS + SHAPES + MOTIONS + GENERIC_WORDS + AUXILIARY_COLORS
 
 #: Longest text, in tokens including ``[BOS]`` and ``[EOS]``, that the ToyWorld models accept.
 MAX_TOKENS = 32
