@@ -124,8 +124,12 @@ class TextVAE(ModelMixin, ConfigMixin):
         super().__init__()
         if encoder_pooling not in ("mean", "cls"):
             raise ValueError(f"encoder_pooling must be 'mean' or 'cls', got {encoder_pooling!r}")
-        self.encoder = BertModel(BertConfig(**(encoder_config or toyworld_bert_config())))
-        self.decoder = GPT2LMHeadModel(GPT2Config(**(decoder_config or toyworld_gpt2_config())))
+        if encoder_config is None or decoder_config is None:  # the ToyWorld size, written out so the folder says it
+            encoder_config = encoder_config or toyworld_bert_config()
+            decoder_config = decoder_config or toyworld_gpt2_config()
+            self.register_to_config(encoder_config=encoder_config, decoder_config=decoder_config)
+        self.encoder = BertModel(BertConfig(**encoder_config))
+        self.decoder = GPT2LMHeadModel(GPT2Config(**decoder_config))
         hidden, width = self.encoder.config.hidden_size, self.decoder.config.n_embd
         self.to_moments = nn.Linear(hidden, 2 * latent_channels * latent_length)
         self.latent_to_prefix = nn.Linear(latent_channels, width)
@@ -292,11 +296,18 @@ class TextVAE(ModelMixin, ConfigMixin):
         if not (folder / "config.json").is_file() or not (folder / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"{folder} is not a text VAE folder: expected config.json and {WEIGHTS_NAME}")
         config = json.loads((folder / "config.json").read_text())
-        model = cls.from_config(config)
-        load_model(model, str(folder / WEIGHTS_NAME), strict=True)
         decoder_tok = load_tokenizer(folder)
         encoder_dir = folder / ENCODER_TOKENIZER_DIR
-        model.set_tokenizers(load_tokenizer(encoder_dir) if has_tokenizer(encoder_dir) else decoder_tok, decoder_tok)
+        encoder_tok = load_tokenizer(encoder_dir) if has_tokenizer(encoder_dir) else decoder_tok
+        # Folders saved before the configs were written out hold ``null`` for "the ToyWorld size";
+        # its vocabulary is the one of the tokenizer saved with the weights, not today's default.
+        if config.get("encoder_config") is None:
+            config["encoder_config"] = toyworld_bert_config(len(encoder_tok))
+        if config.get("decoder_config") is None:
+            config["decoder_config"] = toyworld_gpt2_config(len(decoder_tok))
+        model = cls.from_config(config)
+        load_model(model, str(folder / WEIGHTS_NAME), strict=True)
+        model.set_tokenizers(encoder_tok, decoder_tok)
         if torch_dtype is not None:
             model.to(torch_dtype)
         return model.eval()

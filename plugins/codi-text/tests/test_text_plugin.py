@@ -241,6 +241,33 @@ def test_text_vae_decode_refuses_a_wrong_latent_shape():
         TextVAE().decode(torch.zeros(1, 32))
 
 
+def test_text_vae_folders_write_their_size_and_older_ones_load_with_their_own_vocabulary(tmp_path):
+    from codi_text.tokenizer import AUXILIARY_COLORS, VOCABULARY
+    from codi_text.vae import toyworld_bert_config, toyworld_gpt2_config
+
+    vae = TextVAE()
+    vae.save_pretrained(tmp_path / "new")
+    config = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert config["encoder_config"]["vocab_size"] == config["decoder_config"]["vocab_size"] == len(VOCABULARY)
+    assert TextVAE.from_pretrained(tmp_path / "new").decoder.config.vocab_size == len(VOCABULARY)
+    # a folder from before the auxiliary colour words: ``null`` configs, a 50-word tokenizer
+    old_size = len(VOCABULARY) - len(AUXILIARY_COLORS)
+    torch.manual_seed(0)
+    old = TextVAE(encoder_config=toyworld_bert_config(old_size), decoder_config=toyworld_gpt2_config(old_size))
+    old.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    config["encoder_config"] = config["decoder_config"] = None
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    tok = json.loads((tmp_path / "old" / "tokenizer.json").read_text())
+    tok["model"]["vocab"] = {w: i for w, i in tok["model"]["vocab"].items() if i < old_size}
+    (tmp_path / "old" / "tokenizer.json").write_text(json.dumps(tok))
+    loaded = TextVAE.from_pretrained(tmp_path / "old")
+    assert loaded.encoder.config.vocab_size == loaded.decoder.config.vocab_size == old_size
+    assert len(loaded.decoder_tokenizer) == old_size
+    for a, b in zip(old.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 # -- joint attention ------------------------------------------------------------------------------
 def test_zero_initialised_joint_attention_leaves_the_denoiser_output_unchanged():
     torch.manual_seed(0)
