@@ -121,7 +121,7 @@ def test_recipe_rejects_an_auxiliary_share_outside_zero_to_one():
 
     from codi_sdk.training.recipe import ToyWorldRecipe
 
-    assert ToyWorldRecipe().auxiliary_colors == 0.25
+    assert ToyWorldRecipe().auxiliary_colors == 0.0 and ToyWorldRecipe(auxiliary_colors=0.25).auxiliary_colors == 0.25
     for bad in (-0.1, 1.0):
         with pytest.raises(ValidationError, match="auxiliary_colors"):
             ToyWorldRecipe(auxiliary_colors=bad)

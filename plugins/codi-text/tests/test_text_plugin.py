@@ -82,7 +82,7 @@ def test_tokenizer_round_trips_every_toyworld_caption_without_unknown_words(tmp_
 def test_tokenizer_lowercases_splits_punctuation_and_maps_unknown_words():
     tok = build_toyworld_tokenizer()
     assert tok("A RED Circle.").input_ids == tok("a red circle .").input_ids
-    ids = tok("a purple circle").input_ids
+    ids = tok("a magenta circle").input_ids
     assert ids[2] == tok.unk_token_id
     assert tok("").input_ids == [tok.bos_token_id, tok.eos_token_id]
     assert tok.eos_token_id != 2  # CLIP would take eos id 2 for a legacy config and pool at the wrong token
