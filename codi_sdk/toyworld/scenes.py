@@ -9,7 +9,7 @@ from a seed stream disjoint from training (see :func:`item_rng`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 
@@ -64,12 +64,14 @@ class Scene:
     color: str
     shape: str
     motion: str
+    #: The accepted values of each attribute (a subclass may accept more).
+    _values: ClassVar[dict[str, tuple[str, ...]]] = VALUES
 
     def __post_init__(self) -> None:
         for attr in ATTRIBUTES:
             value = getattr(self, attr)
-            if value not in VALUES[attr]:
-                raise InvalidInputError(f"unknown {attr} {value!r}; accepted: {', '.join(VALUES[attr])}")
+            if value not in self._values[attr]:
+                raise InvalidInputError(f"unknown {attr} {value!r}; accepted: {', '.join(self._values[attr])}")
 
     @property
     def heldout(self) -> bool:
@@ -88,10 +90,7 @@ class Scene:
 class TrainingScene(Scene):
     """A scene whose colour may also be one of :data:`AUXILIARY_COLORS` (training data only)."""
 
-    def __post_init__(self) -> None:
-        if self.color not in COLORS and self.color not in AUXILIARY_COLORS:
-            raise InvalidInputError(f"unknown color {self.color!r}; accepted: {', '.join([*COLORS, *AUXILIARY_COLORS])}")
-        Scene(next(iter(COLORS)), self.shape, self.motion)  # validates shape and motion
+    _values: ClassVar[dict[str, tuple[str, ...]]] = {**VALUES, "color": (*COLORS, *AUXILIARY_COLORS)}
 
 
 #: All 48 scenes, colour-major.
