@@ -127,6 +127,107 @@ def test_recipe_rejects_an_auxiliary_share_outside_zero_to_one():
             ToyWorldRecipe(auxiliary_colors=bad)
 
 
+def test_unnamed_colour_scenes_stay_away_from_every_toyworld_colour_and_pitch():
+    import colorsys
+
+    import numpy as np
+
+    from codi_sdk.toyworld.render import PITCH
+    from codi_sdk.toyworld.scenes import COLORS, UNNAMED, unnamed_color_scene
+
+    def hue(rgb):
+        return 360 * colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0]
+
+    scenes = [unnamed_color_scene(np.random.default_rng(i)) for i in range(300)]
+    assert {s.color for s in scenes} == {UNNAMED} and {s.shape for s in scenes} == {"circle", "square", "triangle"}
+    assert {s.motion for s in scenes} == {"left", "right", "up", "down"} and not any(s.heldout for s in scenes)
+    for s in scenes:
+        for base in COLORS.values():
+            d = abs(hue(s.rgb) - hue(base))
+            assert min(d, 360 - d) >= 25 and max(abs(a - b) for a, b in zip(s.rgb, base)) > 40
+        assert all(abs(12 * np.log2(s.pitch / p)) >= 1 for p in PITCH.values()) and 200 <= s.pitch <= 680
+    hues = sorted(hue(s.rgb) for s in scenes)
+    assert hues[-1] - hues[0] > 250  # spread round the wheel, not one colour
+    assert unnamed_color_scene(np.random.default_rng(5)) == scenes[5]  # seeded
+
+
+def test_unnamed_colour_pairs_are_captioned_without_colour_and_show_their_own_colour():
+    from codi_sdk.toyworld.probes import probe
+    from codi_sdk.toyworld.render import PARTIAL_TEMPLATES
+    from codi_sdk.training.data import render_unnamed_pairs
+
+    colour_words = {"red", "green", "blue", "yellow", "orange", "cyan", "purple", "pink", "unnamed"}
+    p = render_unnamed_pairs("image", 60, progress=False)
+    assert p.samples.shape == (60, 3, 32, 32)
+    for texts in (p.captions, p.paraphrases, p.partial):
+        assert not any(colour_words & set(t.split()) for t in texts)
+    assert all(dict(k).keys() == {"shape", "motion"} for k in p.keys)
+    assert {frozenset(dict(k)) for k in p.partial_keys} == {frozenset({"shape", "motion"}), frozenset({"shape"})}
+    assert all(dict(k)["shape"] in c and dict(k)["motion"] in c for k, c in zip(p.keys, p.captions))
+    img = ((p.samples[0].permute(1, 2, 0) + 1) * 127.5).round().numpy().astype("uint8")
+    assert probe("image", img)["shape"] == dict(p.keys[0])["shape"]
+    assert torch.equal(render_unnamed_pairs("image", 3, progress=False).samples, p.samples[:3])  # item i is item i
+    v = render_unnamed_pairs("video", 2, progress=False)
+    a = render_unnamed_pairs("audio", 2, progress=False)
+    assert v.samples.shape == (2, 8, 3, 32, 32) and a.samples.shape == (2, 16000)
+    with pytest.raises(ValueError, match="image, video and audio; got 'text'"):
+        render_unnamed_pairs("text", 2)
+    assert frozenset({"shape", "motion"}) in PARTIAL_TEMPLATES
+
+
+def test_unnamed_colour_audio_sounds_its_own_pitch():
+    import numpy as np
+
+    from codi_sdk.toyworld.render import render_audio
+    from codi_sdk.toyworld.scenes import TrainingScene
+
+    wave = render_audio(TrainingScene("unnamed", "circle", "down", rgb=(200, 120, 40), pitch=610.0), np.random.default_rng(0))
+    spectrum = np.abs(np.fft.rfft(wave))
+    assert abs(np.fft.rfftfreq(len(wave), 1 / 16000)[int(spectrum.argmax())] - 610.0) < 0.02 * 610
+
+
+def test_training_scenes_give_rgb_and_pitch_exactly_for_unnamed_colours():
+    from codi_sdk.errors import InvalidInputError
+    from codi_sdk.toyworld.scenes import TrainingScene
+
+    with pytest.raises(InvalidInputError, match="rgb and pitch exactly when its colour is 'unnamed'"):
+        TrainingScene("unnamed", "circle", "up")
+    with pytest.raises(InvalidInputError, match="rgb and pitch exactly"):
+        TrainingScene("red", "circle", "up", rgb=(1, 2, 3), pitch=300.0)
+    with pytest.raises(InvalidInputError, match="three values in 0..255"):
+        TrainingScene("unnamed", "circle", "up", rgb=(1, 2, 300), pitch=300.0)
+
+
+def test_alignment_batches_mix_in_the_unnamed_share_and_leave_the_rest_as_before(tmp_path):
+    from codi_sdk.training.recipe import ToyWorldRecipe
+    from codi_sdk.training.stages import ToyWorldTrainer
+
+    small = {"text": 40, "image": 40, "video": 8, "audio": 8}
+    plain = ToyWorldTrainer(tmp_path / "a", ToyWorldRecipe(n_pairs=small), progress=False)
+    mixed = ToyWorldTrainer(tmp_path / "b", ToyWorldRecipe(n_pairs=small, unnamed_colors=0.25), progress=False)
+    assert plain.unnamed_pairs("image") is None and mixed.unnamed_pairs("text") is None
+    assert len(mixed.unnamed_pairs("image")) == 10
+    a = plain._alignment_batch("image", 3, 16, paraphrases=True)
+    b = mixed._alignment_batch("image", 3, 16, paraphrases=True)
+    assert len(b["captions"]) == 16 and b["samples"].shape == (16, 3, 32, 32)
+    assert b["captions"][:12] == plain._alignment_batch("image", 3, 12)["captions"]  # the named part: as without
+    assert set(a) == set(b) == {"captions", "keys", "samples", "sample_keys", "paraphrases", "paraphrase_keys"}
+    assert all("color" not in dict(k) for k in b["keys"][12:]) and all("color" in dict(k) for k in b["keys"][:12])
+    assert all(dict(k).keys() == {"shape"} for k in b["sample_keys"][12:])  # an image shows no motion
+    assert set(plain._alignment_batch("image", 3, 16)) == {"captions", "keys", "samples", "sample_keys"}
+
+
+def test_recipe_rejects_an_unnamed_share_outside_zero_to_one():
+    from pydantic import ValidationError
+
+    from codi_sdk.training.recipe import ToyWorldRecipe
+
+    assert ToyWorldRecipe().unnamed_colors == 0.0
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValidationError, match="unnamed_colors"):
+            ToyWorldRecipe(unnamed_colors=bad)
+
+
 def test_auxiliary_colour_words_come_last_in_the_vocabulary():
     from codi_text.tokenizer import AUXILIARY_COLORS, VOCABULARY, build_toyworld_tokenizer
 

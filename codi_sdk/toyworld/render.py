@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import InvalidInputError
-from .scenes import ATTRIBUTES, AUXILIARY_COLORS, COLORS, Scene
+from .scenes import ATTRIBUTES, AUXILIARY_COLORS, COLOR_JITTER, COLORS, Scene
 
 IMAGE_SIZE = 32
 NUM_FRAMES = 8
@@ -72,9 +72,9 @@ def shape_mask(shape: str, cx: float, cy: float, r: float, size: int = IMAGE_SIZ
 
 
 def _fill_color(scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    rgb = COLORS[scene.color] if scene.color in COLORS else AUXILIARY_COLORS[scene.color][0]
+    rgb = getattr(scene, "rgb", None) or (COLORS[scene.color] if scene.color in COLORS else AUXILIARY_COLORS[scene.color][0])
     base = np.asarray(rgb, dtype=np.float64)
-    return np.clip(np.rint(base + rng.uniform(-20.0, 20.0, size=3)), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(base + rng.uniform(-COLOR_JITTER, COLOR_JITTER, size=3)), 0, 255).astype(np.uint8)
 
 
 def render_image(scene: Scene, rng: np.random.Generator) -> np.ndarray:
@@ -162,7 +162,7 @@ def render_audio(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     Pitch by colour (±1 %), timbre by shape (sine / odd harmonics / sawtooth, random phases,
     peak-normalised), envelope by motion, 10 ms fades, gain in [0.4, 0.6], noise σ 0.003.
     """
-    base = PITCH[scene.color] if scene.color in PITCH else AUXILIARY_COLORS[scene.color][1]
+    base = getattr(scene, "pitch", None) or (PITCH[scene.color] if scene.color in PITCH else AUXILIARY_COLORS[scene.color][1])
     f0 = base * (1.0 + rng.uniform(-0.01, 0.01))
     k, amp = harmonics(scene.shape, f0)
     phase = rng.uniform(0.0, 2 * np.pi, size=k.shape)

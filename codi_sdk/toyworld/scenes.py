@@ -54,7 +54,7 @@ SPLITS: tuple[str, ...] = ("train", "seen", "heldout")
 # Seed-stream codes. They go into the SeedSequence spawn key, so different splits (and different
 # streams within an item) can never draw the same random numbers, whatever the user seed.
 _SPLIT_CODE = {"train": 1, "seen": 2, "heldout": 3}
-_STREAM_CODE = {"scene": 0, "text": 1, "image": 2, "video": 3, "audio": 4, "caption": 5, "partial": 6, "generate": 7, "paraphrase": 8}
+_STREAM_CODE = {"scene": 0, "text": 1, "image": 2, "video": 3, "audio": 4, "caption": 5, "partial": 6, "generate": 7, "paraphrase": 8, "unnamed": 9}
 
 
 @dataclass(frozen=True, order=True)
@@ -86,11 +86,72 @@ class Scene:
         return f"{self.color} {self.shape} {self.motion}"
 
 
+#: The colour value of a training scene drawn in a colour without a name (:func:`unnamed_color_scene`):
+#: its ``rgb`` and ``pitch`` say what it looks and sounds like; no caption names it.
+UNNAMED = "unnamed"
+#: How far an unnamed colour stays from every ToyWorld colour: in hue (degrees) and in pitch (semitones).
+UNNAMED_MIN_HUE_DEG = 25.0
+UNNAMED_MIN_SEMITONES = 1.0
+#: The range of an unnamed colour's fundamental (Hz): around ToyWorld's pitches and the auxiliary ones.
+UNNAMED_PITCH_RANGE = (200.0, 680.0)
+#: The per-channel fill jitter of every rendering (TOYWORLD.md: uniform in [−20, 20]).
+COLOR_JITTER = 20
+
+
 @dataclass(frozen=True, order=True)
 class TrainingScene(Scene):
-    """A scene whose colour may also be one of :data:`AUXILIARY_COLORS` (training data only)."""
+    """A scene whose colour may also be one of :data:`AUXILIARY_COLORS`, or :data:`UNNAMED` with an
+    explicit ``rgb`` (sRGB 0–255) and ``pitch`` (Hz) (training data only)."""
 
-    _values: ClassVar[dict[str, tuple[str, ...]]] = {**VALUES, "color": (*COLORS, *AUXILIARY_COLORS)}
+    rgb: tuple[int, int, int] | None = None
+    pitch: float | None = None
+    _values: ClassVar[dict[str, tuple[str, ...]]] = {**VALUES, "color": (*COLORS, *AUXILIARY_COLORS, UNNAMED)}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unnamed = self.color == UNNAMED
+        if unnamed != (self.rgb is not None) or unnamed != (self.pitch is not None):
+            raise InvalidInputError(
+                f"a training scene gives rgb and pitch exactly when its colour is {UNNAMED!r}; got color "
+                f"{self.color!r}, rgb {self.rgb!r}, pitch {self.pitch!r}"
+            )
+        if unnamed and (len(self.rgb) != 3 or not all(0 <= c <= 255 for c in self.rgb) or not self.pitch > 0):
+            raise InvalidInputError(f"rgb must be three values in 0..255 and pitch > 0 Hz; got {self.rgb!r}, {self.pitch!r}")
+
+
+def _hue_deg(rgb) -> float:
+    import colorsys
+
+    return 360.0 * colorsys.rgb_to_hsv(*(c / 255.0 for c in rgb))[0]
+
+
+def unnamed_color_scene(rng: np.random.Generator) -> TrainingScene:
+    """A :class:`TrainingScene` of any shape and motion in a colour without a name: a random hue at
+    least :data:`UNNAMED_MIN_HUE_DEG` from every ToyWorld colour's (saturation 0.6–1, value 0.7–1), and
+    a random pitch (log-uniform in :data:`UNNAMED_PITCH_RANGE`) at least :data:`UNNAMED_MIN_SEMITONES`
+    from every ToyWorld pitch; its RGB is also more than twice :data:`COLOR_JITTER` from every ToyWorld
+    colour in some channel, so no rendering of it is a possible rendering of a ToyWorld colour. So its
+    pairs never show a ToyWorld colour, held-out pairs included."""
+    import colorsys
+
+    from .render import PITCH
+
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    motion = MOTIONS[int(rng.integers(len(MOTIONS)))]
+    base_hues = [_hue_deg(c) for c in COLORS.values()]
+    while True:
+        hue = rng.uniform(0.0, 360.0)
+        rgb = tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(hue / 360.0, rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0)))
+        if all(min(abs(hue - b), 360.0 - abs(hue - b)) >= UNNAMED_MIN_HUE_DEG for b in base_hues) and not any(
+            max(abs(a - b) for a, b in zip(rgb, base)) <= 2 * COLOR_JITTER for base in COLORS.values()
+        ):
+            break  # not even a jittered rendering of it can look like a jittered ToyWorld colour
+    lo, hi = np.log2(UNNAMED_PITCH_RANGE)
+    while True:
+        pitch = float(2.0 ** rng.uniform(lo, hi))
+        if all(abs(12 * np.log2(pitch / p)) >= UNNAMED_MIN_SEMITONES for p in PITCH.values()):
+            break
+    return TrainingScene(UNNAMED, shape, motion, rgb=rgb, pitch=pitch)
 
 
 #: All 48 scenes, colour-major.

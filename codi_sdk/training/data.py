@@ -14,11 +14,23 @@ import torch
 from tqdm.auto import tqdm
 
 from ..toyworld.render import PARTIAL_TEMPLATES, caption, partial_caption, render
-from ..toyworld.scenes import ATTRIBUTES, AUXILIARY_COLORS, MOTIONS, SHAPES, TrainingScene, item_rng, scene_at
+from ..toyworld.scenes import (
+    ATTRIBUTES,
+    AUXILIARY_COLORS,
+    MOTIONS,
+    SHAPES,
+    TrainingScene,
+    item_rng,
+    scene_at,
+    unnamed_color_scene,
+)
 
 #: The partial captions of an auxiliary-colour item always name its colour, so that a caption
 #: without a colour ("a triangle") keeps meaning one of ToyWorld's four.
 _NAMES_COLOR = tuple(k for k in PARTIAL_TEMPLATES if "color" in k)
+#: An unnamed-colour item's captions name its shape, and its motion or not (never a colour).
+_UNNAMED_FULL = frozenset({"shape", "motion"})
+_UNNAMED_PARTIAL = (frozenset({"shape", "motion"}), frozenset({"shape"}))
 
 
 def to_canonical(modality: str, raw) -> torch.Tensor:
@@ -97,3 +109,25 @@ def render_pairs(modality: str, n: int, seed: int = 0, progress: bool = True, re
             samples.append(to_canonical(modality, render(modality, scene, item_rng("train", i, modality, seed))))
     stacked = torch.stack(samples) if samples else None
     return Pairs(modality, caps, keys, parts, pkeys, stacked, paras)
+
+
+def render_unnamed_pairs(modality: str, n: int, seed: int = 0, progress: bool = True) -> Pairs:
+    """``n`` training pairs of ``modality`` in colours without a name
+    (:func:`~codi_sdk.toyworld.scenes.unnamed_color_scene`: any hue and pitch away from ToyWorld's),
+    captioned by shape and motion ("a triangle moving left"; partial: that or "a triangle"), never
+    by colour. Contrasted with such captions, an encoder learns to read shape whatever the colour.
+    Item ``i`` draws everything from its own ``unnamed`` seed stream."""
+    if modality not in ("image", "video", "audio"):
+        raise ValueError(f"unnamed-colour pairs are rendered for image, video and audio; got {modality!r}")
+    caps, keys, parts, pkeys, paras, samples = [], [], [], [], [], []
+    for i in tqdm(range(n), desc=f"render {modality} (unnamed colours)", disable=not progress, leave=False):
+        rng = item_rng("train", i, "unnamed", seed)
+        scene = unnamed_color_scene(rng)
+        caps.append(partial_caption(scene, rng, _UNNAMED_FULL)[0])
+        paras.append(partial_caption(scene, rng, _UNNAMED_FULL)[0])
+        keys.append(key_of(scene, _UNNAMED_FULL))
+        text, named = partial_caption(scene, rng, _UNNAMED_PARTIAL[int(rng.integers(len(_UNNAMED_PARTIAL)))])
+        parts.append(text)
+        pkeys.append(key_of(scene, named))
+        samples.append(to_canonical(modality, render(modality, scene, rng)))
+    return Pairs(modality, caps, keys, parts, pkeys, torch.stack(samples), paras)

@@ -19,6 +19,12 @@ class ToyWorldRecipe(BaseModel):
         "ToyWorld's held-out pairs stay out of the data (ToyWorld's own renderers only). 0 (default): none — a "
         "whole run at 0.25 (session 9) drew held-out pairs from text better but lost seen targets; docs/training.md",
     )
+    unnamed_colors: float = Field(
+        0.0, ge=0, lt=1, description="stage 1 only: share of each image, video and audio alignment batch drawn in a "
+        "colour without a name (any hue and pitch away from ToyWorld's: toyworld.scenes.unnamed_color_scene) and "
+        "captioned by shape and motion alone, so that the encoders read shape whatever the colour (ToyWorld's own "
+        "renderers only; the denoisers never see these items). 0 (default): none",
+    )
     # Stage 1: bridging alignment — text + first encoder together, then each encoder to frozen text.
     bridge_steps: int = 1000
     align_steps: dict[str, int] = {"image": 300, "video": 900, "audio": 400}

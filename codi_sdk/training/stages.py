@@ -21,7 +21,7 @@ from ..diffuser import Diffuser
 from ..encoder import Encoder
 from ..registry import Registry, get_registry
 from ..toyworld.scenes import ATTRIBUTES
-from .data import Pairs, render_pairs, restrict_key
+from .data import Pairs, render_pairs, render_unnamed_pairs, restrict_key
 from .losses import AlignmentLoss, DecoderLoss, DiffusionLoss, JointLoss, VAELoss
 from .loop import LossLog, fit, sample_indices
 from .recipe import ToyWorldRecipe
@@ -235,19 +235,11 @@ class ToyWorldTrainer:
             self._seed(name)
             text_enc = self.registry.get(BRIDGE).init_encoder().to(dev)
             enc = self.registry.get(first).init_encoder().to(dev)
-            p = self.pairs(first)
 
             def batches(step):
                 # paraphrases of the *same* items: odd ones partial captions, even ones a second full
                 # caption; positives are the compatible keys, so "a red thing" lands among red scenes
-                bs = r.per(r.align_batch, first, 64)
-                idx = self._rank_indices(len(p), bs, step)
-                return {
-                    "captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
-                    "samples": p.samples[idx].to(dev), "sample_keys": self.sample_keys(first, idx),
-                    "paraphrases": [p.partial[i] if k % 2 else p.paraphrases[i] for k, i in enumerate(idx)],
-                    "paraphrase_keys": [p.partial_keys[i] if k % 2 else p.keys[i] for k, i in enumerate(idx)],
-                }
+                return self._alignment_batch(first, step, r.per(r.align_batch, first, 64), paraphrases=True)
 
             result = self._fit(name, AlignmentLoss(text_enc, enc, train_text=True), batches, r.steps({first: r.bridge_steps}, first), r.per(r.align_lr, first, 1e-3))
             self._save(text_enc, self.out / BRIDGE / "encoder")
@@ -261,16 +253,46 @@ class ToyWorldTrainer:
             text_enc = self.encoder(BRIDGE).eval()
             # the first encoder continues from its joint training with text; the others start new
             enc = self.encoder(m) if m == first else self.registry.get(m).init_encoder().to(dev)
-            p = self.pairs(m)
 
-            def batches(step, p=p, bs=r.per(r.align_batch, m, 64)):
-                idx = self._rank_indices(len(p), bs, step)
-                return {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
-                        "samples": p.samples[idx].to(dev), "sample_keys": self.sample_keys(m, idx)}
+            def batches(step, m=m, bs=r.per(r.align_batch, m, 64)):
+                return self._alignment_batch(m, step, bs)
 
             result = self._fit(f"1-align-{m}", AlignmentLoss(text_enc, enc, train_text=False), batches, r.steps(r.align_steps, m, 500), r.per(r.align_lr, m, 1e-3))
             self._save(enc, self.out / m / "encoder")
             self._mark(f"1-align-{m}", *result)
+
+    def unnamed_pairs(self, m: str) -> Pairs | None:
+        """Stage 1's pairs of ``m`` in colours without a name (recipe ``unnamed_colors``; ToyWorld's
+        own image, video and audio only), or None."""
+        share = self.recipe.unnamed_colors
+        if not share or m not in TOYWORLD_NATIVE or m == BRIDGE:
+            return None
+        if ("unnamed", m) not in self._pairs:
+            n = max(1, round(self.recipe.n_pairs.get(m, 2000) * share))
+            self._pairs[("unnamed", m)] = render_unnamed_pairs(m, n, self.recipe.seed, self.progress)
+        return self._pairs[("unnamed", m)]
+
+    def _alignment_batch(self, m: str, step: int, bs: int, paraphrases: bool = False) -> dict:
+        """One stage-1 batch of ``m``'s pairs: ``unnamed_colors`` of it (rounded) from
+        :meth:`unnamed_pairs`, the rest from :meth:`pairs`. With ``paraphrases`` each item also
+        brings a second caption of its own: odd items a partial one, even items a second full one."""
+        parts = []
+        unnamed = self.unnamed_pairs(m)
+        k = round(bs * self.recipe.unnamed_colors) if unnamed is not None else 0
+        for p, n, salt in ((self.pairs(m), bs - k, 0), (unnamed, k, 1)):
+            if not n:
+                continue
+            idx = sample_indices(len(p), n, self.recipe.seed + salt, step, self.accelerator.process_index)
+            batch = {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
+                     "samples": p.samples[idx], "sample_keys": [restrict_key(p.keys[i], self.shows(m)) for i in idx]}
+            if paraphrases:
+                batch["paraphrases"] = [p.partial[i] if j % 2 else p.paraphrases[i] for j, i in enumerate(idx)]
+                batch["paraphrase_keys"] = [p.partial_keys[i] if j % 2 else p.keys[i] for j, i in enumerate(idx)]
+            parts.append(batch)
+        out = {key: (torch.cat([b[key] for b in parts]) if key == "samples" else [x for b in parts for x in b[key]])
+               for key in parts[0]}
+        out["samples"] = out["samples"].to(self.accelerator.device)
+        return out
 
     # -- stage 2 ------------------------------------------------------------------------------------
     @torch.no_grad()
