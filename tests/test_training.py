@@ -217,15 +217,51 @@ def test_alignment_batches_mix_in_the_unnamed_share_and_leave_the_rest_as_before
     assert set(plain._alignment_batch("image", 3, 16)) == {"captions", "keys", "samples", "sample_keys"}
 
 
+@pytest.mark.slow
+def test_vae_and_decoder_batches_mix_in_unnamed_colours_when_asked(tmp_path, monkeypatch):
+    from codi_sdk.training import stages
+    from codi_sdk.training.recipe import ToyWorldRecipe
+
+    seen = {"vae": [], "decoder": []}
+
+    class SpyVAE(stages.VAELoss):
+        def forward(self, batch):
+            seen["vae"].append(batch)
+            return super().forward(batch)
+
+    class SpyDecoder(stages.DecoderLoss):
+        def forward(self, batch, features):
+            seen["decoder"].append((batch, features))
+            return super().forward(batch, features)
+
+    monkeypatch.setattr(stages, "VAELoss", SpyVAE)
+    monkeypatch.setattr(stages, "DecoderLoss", SpyDecoder)
+    recipe = ToyWorldRecipe(**{**TINY, "vae_batch": {"text": 8, "audio": 4}, "decoder_batch": {"audio": 4}},
+                            unnamed_colors=0.25, unnamed_colors_vae=0.5)
+    trainer = stages.ToyWorldTrainer(tmp_path / "run", recipe, modalities=["text", "audio"], progress=False)
+    trainer.run(stages=(1, 2))
+    unnamed = trainer.unnamed_pairs("audio")
+    assert len(unnamed) == 12  # 24 pairs × the larger share
+    audio_vae = [b for b in seen["vae"] if isinstance(b, torch.Tensor)]
+    assert audio_vae and all(b.shape == (4, 16000) for b in audio_vae)
+    for batch in audio_vae:  # two named items, then two unnamed ones
+        assert all(any(torch.equal(x, u) for u in unnamed.samples) for x in batch[2:])
+        assert not any(any(torch.equal(x, u) for u in unnamed.samples) for x in batch[:2])
+    batch, features = seen["decoder"][0]
+    assert batch.shape[0] == features.shape[0] == 4
+    assert all(any(torch.equal(x, u) for u in unnamed.samples) for x in batch[2:])
+
+
 def test_recipe_rejects_an_unnamed_share_outside_zero_to_one():
     from pydantic import ValidationError
 
     from codi_sdk.training.recipe import ToyWorldRecipe
 
-    assert ToyWorldRecipe().unnamed_colors == 0.0
-    for bad in (-0.1, 1.0):
-        with pytest.raises(ValidationError, match="unnamed_colors"):
-            ToyWorldRecipe(unnamed_colors=bad)
+    assert ToyWorldRecipe().unnamed_colors == ToyWorldRecipe().unnamed_colors_vae == 0.0
+    for field in ("unnamed_colors", "unnamed_colors_vae"):
+        for bad in (-0.1, 1.0):
+            with pytest.raises(ValidationError, match=field):
+                ToyWorldRecipe(**{field: bad})
 
 
 def test_auxiliary_colour_words_come_last_in_the_vocabulary():

@@ -25,6 +25,12 @@ class ToyWorldRecipe(BaseModel):
         "captioned by shape and motion alone, so that the encoders read shape whatever the colour (ToyWorld's own "
         "renderers only; the denoisers never see these items). 0 (default): none",
     )
+    unnamed_colors_vae: float = Field(
+        0.0, ge=0, lt=1, description="share of each batch of the VAE and decoder sub-stages (2-vae-<m>, "
+        "2-decoder-<m>: the audio mel inverter) of image, video and audio drawn from the same unnamed-colour "
+        "items: they need no caption, and an autoencoder or inverter that only saw ToyWorld's pitch-timbre "
+        "pairs cannot reproduce a held-out one. 0 (default): none",
+    )
     # Stage 1: bridging alignment — text + first encoder together, then each encoder to frozen text.
     bridge_steps: int = 1000
     align_steps: dict[str, int] = {"image": 300, "video": 900, "audio": 400}

@@ -262,9 +262,10 @@ class ToyWorldTrainer:
             self._mark(f"1-align-{m}", *result)
 
     def unnamed_pairs(self, m: str) -> Pairs | None:
-        """Stage 1's pairs of ``m`` in colours without a name (recipe ``unnamed_colors``; ToyWorld's
-        own image, video and audio only), or None."""
-        share = self.recipe.unnamed_colors
+        """``m``'s pairs in colours without a name (recipe ``unnamed_colors`` for stage 1,
+        ``unnamed_colors_vae`` for the VAE and decoder sub-stages; ToyWorld's own image, video and
+        audio only), or None."""
+        share = max(self.recipe.unnamed_colors, self.recipe.unnamed_colors_vae)
         if not share or m not in TOYWORLD_NATIVE or m == BRIDGE:
             return None
         if ("unnamed", m) not in self._pairs:
@@ -272,17 +273,24 @@ class ToyWorldTrainer:
             self._pairs[("unnamed", m)] = render_unnamed_pairs(m, n, self.recipe.seed, self.progress)
         return self._pairs[("unnamed", m)]
 
+    def _mixed_indices(self, m: str, step: int, bs: int, share: float) -> list[tuple[Pairs, torch.Tensor]]:
+        """A batch's ``(pairs, indices)`` parts: ``share`` of ``bs`` (rounded) from
+        :meth:`unnamed_pairs` when there are any, the rest from :meth:`pairs` (the indices a batch
+        without them would draw)."""
+        unnamed = self.unnamed_pairs(m)
+        k = round(bs * share) if unnamed is not None else 0
+        rank = self.accelerator.process_index
+        out = [(self.pairs(m), sample_indices(len(self.pairs(m)), bs - k, self.recipe.seed, step, rank))]
+        if k:
+            out.append((unnamed, sample_indices(len(unnamed), k, self.recipe.seed + 1, step, rank)))
+        return [(p, idx) for p, idx in out if len(idx)]
+
     def _alignment_batch(self, m: str, step: int, bs: int, paraphrases: bool = False) -> dict:
         """One stage-1 batch of ``m``'s pairs: ``unnamed_colors`` of it (rounded) from
         :meth:`unnamed_pairs`, the rest from :meth:`pairs`. With ``paraphrases`` each item also
         brings a second caption of its own: odd items a partial one, even items a second full one."""
         parts = []
-        unnamed = self.unnamed_pairs(m)
-        k = round(bs * self.recipe.unnamed_colors) if unnamed is not None else 0
-        for p, n, salt in ((self.pairs(m), bs - k, 0), (unnamed, k, 1)):
-            if not n:
-                continue
-            idx = sample_indices(len(p), n, self.recipe.seed + salt, step, self.accelerator.process_index)
+        for p, idx in self._mixed_indices(m, step, bs, self.recipe.unnamed_colors):
             batch = {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
                      "samples": p.samples[idx], "sample_keys": [restrict_key(p.keys[i], self.shows(m)) for i in idx]}
             if paraphrases:
@@ -356,8 +364,10 @@ class ToyWorldTrainer:
                 bs = r.vae_batch.get(m, 16)
 
                 def vae_batches(step):
-                    idx = self._rank_indices(len(p), bs, step)
-                    return {"batch": [p.captions[i] for i in idx] if p.samples is None else p.samples[idx].to(dev)}
+                    if p.samples is None:
+                        return {"batch": [p.captions[i] for i in self._rank_indices(len(p), bs, step)]}
+                    parts = self._mixed_indices(m, step, bs, r.unnamed_colors_vae)
+                    return {"batch": torch.cat([q.samples[idx] for q, idx in parts]).to(dev)}
 
                 d.requires_grad_(False)
                 d.vae.requires_grad_(True)
@@ -427,15 +437,20 @@ class ToyWorldTrainer:
         if p.samples is None:
             raise ValueError(f"{m}'s decoder parts need its samples, but its pairs carry captions only")
         d.eval()
-        features = torch.cat([d.decoder_features(latents[i : i + 64].to(dev)) for i in range(0, len(latents), 64)])
+        features = {id(p): torch.cat([d.decoder_features(latents[i : i + 64].to(dev)) for i in range(0, len(latents), 64)])}
+        unnamed = self.unnamed_pairs(m) if r.unnamed_colors_vae else None
+        if unnamed is not None:
+            z = self._latents(d, unnamed)
+            features[id(unnamed)] = torch.cat([d.decoder_features(z[i : i + 64].to(dev)) for i in range(0, len(z), 64)])
         d.requires_grad_(False)
         for part in parts.values():
             part.requires_grad_(True).train()
         bs = r.decoder_batch.get(m, 16)
 
         def batches(step):
-            idx = self._rank_indices(len(p), bs, step)
-            return {"batch": p.samples[idx].to(dev), "features": features[idx]}
+            parts = self._mixed_indices(m, step, bs, r.unnamed_colors_vae)
+            return {"batch": torch.cat([q.samples[idx] for q, idx in parts]).to(dev),
+                    "features": torch.cat([features[id(q)][idx] for q, idx in parts])}
 
         result = self._fit(name, DecoderLoss(d), batches, steps, r.decoder_lr, "cosine")
         d.requires_grad_(False).eval()
