@@ -106,8 +106,10 @@ class Modality(ABC):
         """A new, untrained prompt encoder in the ToyWorld configuration (for training)."""
 
     @abstractmethod
-    def init_diffuser(self) -> "Diffuser":
-        """A new, untrained diffuser in the ToyWorld configuration (for training)."""
+    def init_diffuser(self, **options) -> "Diffuser":
+        """A new, untrained diffuser in the ToyWorld configuration (for training). ``options``: the
+        training recipe's ``diffuser_options`` for this modality, if any; a plugin that takes none
+        may define ``init_diffuser(self)`` (the trainer then refuses options for it)."""
 
     #: The ToyWorld attributes a rendering of this modality shows (``None``: all three). Training
     #: treats a sample as matching every caption that agrees on these, e.g. a sketch shows only

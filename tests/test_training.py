@@ -252,6 +252,18 @@ def test_vae_and_decoder_batches_mix_in_unnamed_colours_when_asked(tmp_path, mon
     assert all(any(torch.equal(x, u) for u in unnamed.samples) for x in batch[2:])
 
 
+def test_recipe_diffuser_options_reach_the_plugin_and_unknown_ones_are_refused(tmp_path):
+    from codi_sdk.training.recipe import ToyWorldRecipe
+    from codi_sdk.training.stages import ToyWorldTrainer
+
+    recipe = ToyWorldRecipe(diffuser_options={"text": {"encoder_pooling": "tokens"}, "image": {"bogus": 1}})
+    trainer = ToyWorldTrainer(tmp_path / "run", recipe, progress=False)
+    assert trainer.new_diffuser("text").vae.config.encoder_pooling == "tokens"
+    assert ToyWorldTrainer(tmp_path / "plain", progress=False).new_diffuser("text").vae.config.encoder_pooling == "mean"
+    with pytest.raises(ValueError, match=r"diffuser_options\['image'\] = \{'bogus': 1\} are not options of the image plugin"):
+        trainer.new_diffuser("image")
+
+
 def test_recipe_rejects_an_unnamed_share_outside_zero_to_one():
     from pydantic import ValidationError
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -30,6 +30,10 @@ class ToyWorldRecipe(BaseModel):
         "2-decoder-<m>: the audio mel inverter) of image, video and audio drawn from the same unnamed-colour "
         "items: they need no caption, and an autoencoder or inverter that only saw ToyWorld's pitch-timbre "
         "pairs cannot reproduce a held-out one. 0 (default): none",
+    )
+    diffuser_options: dict[str, dict[str, Any]] = Field(
+        {}, description="per modality: keyword options of its plugin's init_diffuser() for a new diffuser, e.g. "
+        "{\"text\": {\"encoder_pooling\": \"tokens\"}} (a latent token per word; docs/training.md). Default: none",
     )
     # Stage 1: bridging alignment — text + first encoder together, then each encoder to frozen text.
     bridge_steps: int = 1000

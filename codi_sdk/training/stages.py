@@ -214,6 +214,17 @@ class ToyWorldTrainer:
     def diffuser(self, m: str) -> Diffuser:
         return self.registry.get(m).load_diffuser(self.out / m).to(self.accelerator.device, torch.float32)
 
+    def new_diffuser(self, m: str) -> Diffuser:
+        """A new diffuser of ``m`` from its plugin, with the recipe's ``diffuser_options[m]``."""
+        options = self.recipe.diffuser_options.get(m, {})
+        if not options:
+            return self.registry.get(m).init_diffuser()
+        try:
+            return self.registry.get(m).init_diffuser(**options)
+        except TypeError as err:
+            raise ValueError(f"the recipe's diffuser_options[{m!r}] = {options} are not options of the {m} plugin's "
+                             f"init_diffuser(): {err}") from err
+
     def _stage2_names(self, m: str) -> list[str]:
         r = self.recipe
         return [f"2-unet-{m}"] + ([f"2-refine-{m}"] if r.steps(r.unet_refine_steps, m, 0) else [])
@@ -346,7 +357,7 @@ class ToyWorldTrainer:
             d = self.diffuser(m)
         else:
             self._seed(name_vae)
-            d = self.registry.get(m).init_diffuser().to(dev)
+            d = self.new_diffuser(m).to(dev)
             if not r.vocoder and getattr(d, "vocoder", None) is not None:
                 d.vocoder = None  # decode with Griffin-Lim; a HiFi-GAN is not worth its CPU time here
             if not decoder_steps:
@@ -427,7 +438,7 @@ class ToyWorldTrainer:
         self._seed(name)
         if not d.decoder_parts():  # a folder written before this sub-stage existed: start new parts
             with torch.random.fork_rng():
-                fresh = self.registry.get(m).init_diffuser()
+                fresh = self.new_diffuser(m)
             for attr, part in fresh.decoder_parts().items():
                 setattr(d, attr, part.to(dev, torch.float32))
         parts = d.decoder_parts()

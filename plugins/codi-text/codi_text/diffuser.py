@@ -71,9 +71,10 @@ class TextDiffuser(Diffuser):
         self.env_dim = env_dim
 
     @classmethod
-    def toyworld(cls) -> "TextDiffuser":
-        """A new, untrained diffuser in the ToyWorld configuration."""
-        vae = TextVAE()
+    def toyworld(cls, **vae_options) -> "TextDiffuser":
+        """A new, untrained diffuser in the ToyWorld configuration; ``vae_options`` go to
+        :class:`TextVAE` (e.g. ``encoder_pooling="tokens"``)."""
+        vae = TextVAE(**vae_options)
         c, length = vae.latent_shape
         unet = TextDenoiser(in_channels=c, sample_length=length, cross_attention_dim=64)
         env = EnvironmentEncoder(in_channels=c, max_tokens=length, num_tokens=4, out_dim=ENV_DIM)

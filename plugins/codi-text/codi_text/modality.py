@@ -145,8 +145,9 @@ class TextModality(Modality):
 
         return TextEncoder.toyworld()
 
-    def init_diffuser(self):
-        """A new, untrained ToyWorld text diffuser (text VAE, denoiser, environment encoder)."""
+    def init_diffuser(self, **options):
+        """A new, untrained ToyWorld text diffuser (text VAE, denoiser, environment encoder);
+        ``options`` are :class:`~codi_text.vae.TextVAE` options (e.g. ``encoder_pooling="tokens"``)."""
         from .diffuser import TextDiffuser
 
-        return TextDiffuser.toyworld()
+        return TextDiffuser.toyworld(**options)

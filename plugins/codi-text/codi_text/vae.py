@@ -7,7 +7,12 @@ As in Optimus (Li et al. 2020), which CoDi uses for text:
   averages over the tokens; ``"cls"`` takes BERT's pooler output at ``[CLS]`` as Optimus does.
   Trained from scratch on ToyWorld, mean pooling learns several times faster: through the
   ``[CLS]``/``[BOS]`` pooler, captions that share their first words stay confused for hundreds of
-  steps;
+  steps. ``encoder_pooling="tokens"`` pools nothing: the hidden states of the first
+  ``latent_length`` positions (padding zeroed) each go through the linear layer to one latent
+  token's moments, so each word keeps a latent token of its own. Then a colour–shape pair the VAE
+  never saw comes back exactly, where a pooled latent comes back as a seen pair ("a red triangle" as
+  "a red circle"): on ToyWorld's held-out captions 48 of 48 against 18 of 48 (session 10, the
+  recipe with training-only colours). Longer texts are cut to ``latent_length`` positions;
 * **latent** — ``latent_channels * latent_length`` numbers viewed as a short sequence of
   ``latent_length`` tokens with ``latent_channels`` channels, shape ``[B, C, L]`` (ToyWorld:
   ``C, L = 4, 8``: 32 numbers, Optimus' own latent size). The text denoiser and the environment
@@ -122,8 +127,8 @@ class TextVAE(ModelMixin, ConfigMixin):
         encoder_pooling: str = "mean",
     ):
         super().__init__()
-        if encoder_pooling not in ("mean", "cls"):
-            raise ValueError(f"encoder_pooling must be 'mean' or 'cls', got {encoder_pooling!r}")
+        if encoder_pooling not in ("mean", "cls", "tokens"):
+            raise ValueError(f"encoder_pooling must be 'mean', 'cls' or 'tokens', got {encoder_pooling!r}")
         if encoder_config is None or decoder_config is None:  # the ToyWorld size, written out so the folder says it
             encoder_config = encoder_config or toyworld_bert_config()
             decoder_config = decoder_config or toyworld_gpt2_config()
@@ -131,7 +136,8 @@ class TextVAE(ModelMixin, ConfigMixin):
         self.encoder = BertModel(BertConfig(**encoder_config))
         self.decoder = GPT2LMHeadModel(GPT2Config(**decoder_config))
         hidden, width = self.encoder.config.hidden_size, self.decoder.config.n_embd
-        self.to_moments = nn.Linear(hidden, 2 * latent_channels * latent_length)
+        per_token = encoder_pooling == "tokens"  # one latent token from each of the first L positions
+        self.to_moments = nn.Linear(hidden, 2 * latent_channels * (1 if per_token else latent_length))
         self.latent_to_prefix = nn.Linear(latent_channels, width)
         self.latent_to_embedding = nn.Linear(latent_channels * latent_length, width, bias=False)
         # GPT-2's own init scale: a default-initialised projection of z ~ N(0, I) would be ~30x
@@ -171,6 +177,13 @@ class TextVAE(ModelMixin, ConfigMixin):
             return_tensors="pt",
         ).to(self.device)
         out = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        if self.config.encoder_pooling == "tokens":
+            states = out.last_hidden_state[:, : self.config.latent_length]
+            states = states * batch.attention_mask[:, : self.config.latent_length, None].to(states.dtype)
+            states = nn.functional.pad(states, (0, 0, 0, self.config.latent_length - states.shape[1]))
+            moments = rearrange(self.to_moments(states), "b l c -> b c l")
+            dist = DiagonalGaussianDistribution(moments)
+            return AutoencoderKLOutput(latent_dist=dist) if return_dict else (dist,)
         if self.config.encoder_pooling == "cls":
             pooled = out.pooler_output
         else:

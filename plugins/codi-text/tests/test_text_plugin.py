@@ -236,6 +236,29 @@ def test_text_vae_learns_to_reconstruct_toyworld_captions_exactly():
     assert decoded == captions, f"after {step} steps (reconstruction loss {first:.1f} at start)"
 
 
+def test_per_token_latents_write_back_a_colour_shape_pair_never_trained_on():
+    torch.manual_seed(0)
+    vae = TextVAE(encoder_pooling="tokens")
+    # as in the recipe's training-only colours: some colours come in every shape
+    pairs = [(c, s) for c in ("red", "green", "blue", "orange", "cyan", "purple") for s in ("circle", "square", "triangle")]
+    unseen = [("red", "triangle"), ("green", "square"), ("blue", "circle")]
+    train = [f"a {c} {s} moving {m}" for c, s in pairs if (c, s) not in unseen for m in ("left", "up")]
+    test = [f"a {c} {s} moving left" for c, s in unseen]
+    assert vae.encode(test).latent_dist.mode().shape == (3, 4, 8)
+    opt = torch.optim.AdamW(vae.parameters(), lr=3e-3)
+    for step in range(1, 601):
+        loss = vae.loss(train)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 and vae.decode(vae.encode(train).latent_dist.mode()) == train:
+            break
+    assert vae.decode(vae.encode(train).latent_dist.mode()) == train
+    assert vae.decode(vae.encode(test).latent_dist.mode()) == test
+    with pytest.raises(ValueError, match="'mean', 'cls' or 'tokens'"):
+        TextVAE(encoder_pooling="max")
+
+
 def test_text_vae_decode_refuses_a_wrong_latent_shape():
     with pytest.raises(ValueError, match=r"\[B, 4, 8\]"):
         TextVAE().decode(torch.zeros(1, 32))
