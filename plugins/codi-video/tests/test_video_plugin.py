@@ -340,7 +340,9 @@ def test_diffuser_save_and_from_pretrained_round_trip(tmp_path):
     loaded = VideoDiffuser.from_pretrained(tmp_path)
     assert _state_equal(video, loaded)
     z, t, ctx, env = torch.randn(1, 8, 4, 8, 8), torch.tensor([50]), torch.randn(1, 1, 64), torch.randn(1, 4, 64)
-    assert torch.equal(video.denoise(z, t, ctx, env), loaded.denoise(z, t, ctx, env))
+    # the weights are bit-equal (above); the outputs may differ in the last bits between CPUs, whose
+    # kernels can pick another summation order for a freshly allocated module
+    torch.testing.assert_close(video.denoise(z, t, ctx, env), loaded.denoise(z, t, ctx, env), rtol=1e-5, atol=1e-6)
 
 
 @torch.no_grad()
