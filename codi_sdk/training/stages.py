@@ -290,20 +290,20 @@ class ToyWorldTrainer:
         without them would draw)."""
         unnamed = self.unnamed_pairs(m)
         k = round(bs * share) if unnamed is not None else 0
-        rank = self.accelerator.process_index
-        out = [(self.pairs(m), sample_indices(len(self.pairs(m)), bs - k, self.recipe.seed, step, rank))]
+        named = self.pairs(m)
+        out = [(named, self._rank_indices(len(named), bs - k, step))]
         if k:
-            out.append((unnamed, sample_indices(len(unnamed), k, self.recipe.seed + 1, step, rank)))
+            out.append((unnamed, sample_indices(len(unnamed), k, self.recipe.seed + 1, step, self.accelerator.process_index)))
         return [(p, idx) for p, idx in out if len(idx)]
 
     def _alignment_batch(self, m: str, step: int, bs: int, paraphrases: bool = False) -> dict:
         """One stage-1 batch of ``m``'s pairs: ``unnamed_colors`` of it (rounded) from
         :meth:`unnamed_pairs`, the rest from :meth:`pairs`. With ``paraphrases`` each item also
         brings a second caption of its own: odd items a partial one, even items a second full one."""
-        parts = []
+        parts, shown = [], self.shows(m)
         for p, idx in self._mixed_indices(m, step, bs, self.recipe.unnamed_colors):
             batch = {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
-                     "samples": p.samples[idx], "sample_keys": [restrict_key(p.keys[i], self.shows(m)) for i in idx]}
+                     "samples": p.samples[idx], "sample_keys": [restrict_key(p.keys[i], shown) for i in idx]}
             if paraphrases:
                 batch["paraphrases"] = [p.partial[i] if j % 2 else p.paraphrases[i] for j, i in enumerate(idx)]
                 batch["paraphrase_keys"] = [p.partial_keys[i] if j % 2 else p.keys[i] for j, i in enumerate(idx)]
@@ -448,11 +448,14 @@ class ToyWorldTrainer:
         if p.samples is None:
             raise ValueError(f"{m}'s decoder parts need its samples, but its pairs carry captions only")
         d.eval()
-        features = {id(p): torch.cat([d.decoder_features(latents[i : i + 64].to(dev)) for i in range(0, len(latents), 64)])}
+
+        def decoder_features(z: torch.Tensor) -> torch.Tensor:
+            return torch.cat([d.decoder_features(z[i : i + 64].to(dev)) for i in range(0, len(z), 64)])
+
+        features = {id(p): decoder_features(latents)}
         unnamed = self.unnamed_pairs(m) if r.unnamed_colors_vae else None
         if unnamed is not None:
-            z = self._latents(d, unnamed)
-            features[id(unnamed)] = torch.cat([d.decoder_features(z[i : i + 64].to(dev)) for i in range(0, len(z), 64)])
+            features[id(unnamed)] = decoder_features(self._latents(d, unnamed))
         d.requires_grad_(False)
         for part in parts.values():
             part.requires_grad_(True).train()
