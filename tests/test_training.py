@@ -122,9 +122,23 @@ def test_recipe_rejects_an_auxiliary_share_outside_zero_to_one():
     from codi_sdk.training.recipe import ToyWorldRecipe
 
     assert ToyWorldRecipe().auxiliary_colors == 0.0 and ToyWorldRecipe(auxiliary_colors=0.25).auxiliary_colors == 0.25
-    for bad in (-0.1, 1.0):
+    for bad in (-0.1, 1.0, {"image": 0.25, "video": 1.0}):
         with pytest.raises(ValidationError, match="auxiliary_colors"):
             ToyWorldRecipe(auxiliary_colors=bad)
+    per = ToyWorldRecipe(auxiliary_colors={"text": 0.25, "image": 0.3})
+    assert [per.per(per.auxiliary_colors, m, 0.0) for m in ("text", "image", "video")] == [0.25, 0.3, 0.0]
+
+
+def test_a_per_modality_auxiliary_share_reaches_only_that_modality_s_pairs(tmp_path, monkeypatch):
+    from codi_sdk.training import stages
+    from codi_sdk.training.recipe import ToyWorldRecipe
+
+    seen = {}
+    monkeypatch.setattr(stages, "render_pairs", lambda m, n, seed, progress, renderer, auxiliary: seen.setdefault(m, auxiliary))
+    trainer = stages.ToyWorldTrainer(tmp_path, ToyWorldRecipe(auxiliary_colors={"image": 0.25}, n_pairs={"image": 4, "video": 4}),
+                                     progress=False)
+    trainer.pairs("image"), trainer.pairs("video")
+    assert seen == {"image": 0.25, "video": 0.0}
 
 
 def test_unnamed_colour_scenes_stay_away_from_every_toyworld_colour_and_pitch():
@@ -653,3 +667,8 @@ def test_training_card_lists_sub_stages_recipe_and_the_auxiliary_share(tmp_path)
     state["recipe"]["auxiliary_colors"] = 0.0
     (tmp_path / "state.json").write_text(json.dumps(state))
     assert "training-only colours" not in training_card("image", tmp_path)
+    state["recipe"]["auxiliary_colors"] = {"image": 0.3}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert "in 30% of the items" in training_card("image", tmp_path)
+    (tmp_path / "audio").mkdir()
+    assert "training-only colours" not in training_card("audio", tmp_path)

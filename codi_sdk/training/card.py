@@ -16,6 +16,8 @@ def training_card(modality: str, run: Path, eval_results: list[dict] | None = No
     """Markdown card for one modality of a training run (``run/state.json`` + optional evaluations)."""
     state = json.loads((run / "state.json").read_text())
     recipe = state.get("recipe", {})
+    auxiliary = recipe.get("auxiliary_colors") or 0.0
+    auxiliary = auxiliary.get(modality, 0.0) if isinstance(auxiliary, dict) else auxiliary
     lines = [
         f"# Training card — codi-{modality}, ToyWorld weights",
         "",
@@ -23,8 +25,7 @@ def training_card(modality: str, run: Path, eval_results: list[dict] | None = No
         "(procedural, generated on the fly; training split only: no held-out colour–shape pair).",
         "",
         f"- seed: {recipe.get('seed')}",
-        *([f"- training-only colours (orange, cyan, purple, pink) in {recipe['auxiliary_colors']:.0%} of the items"]
-          if recipe.get("auxiliary_colors") else []),
+        *([f"- training-only colours (orange, cyan, purple, pink) in {auxiliary:.0%} of the items"] if auxiliary else []),
         f"- files: {', '.join(sorted(p.name for p in (run / modality).iterdir() if p.is_dir()))}",
         f"- size in the run folder (float32): {sum(f.stat().st_size for f in (run / modality).rglob('*') if f.is_file()) / 1e6:.2f} MB"
         " (shipped as float16: about half)",

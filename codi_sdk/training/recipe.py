@@ -13,9 +13,10 @@ class ToyWorldRecipe(BaseModel):
     seed: int = 0
     scale: float = Field(1.0, gt=0, description="multiplies every step count (tests use tiny values)")
     n_pairs: dict[str, int] = {"text": 3000, "image": 4000, "video": 1200, "audio": 2000}
-    auxiliary_colors: float = Field(
-        0.0, ge=0, lt=1, description="share of training items drawn in a training-only colour (orange, cyan, "
-        "purple, pink: toyworld.scenes.AUXILIARY_COLORS), in every shape, so that shape is learned apart from colour; "
+    auxiliary_colors: float | dict[str, float] = Field(
+        0.0, description="share of training items drawn in a training-only colour (orange, cyan, purple, pink: "
+        "toyworld.scenes.AUXILIARY_COLORS), in every shape, so that shape is learned apart from colour; one share "
+        "for every modality or a share per modality (absent: 0), e.g. {\"text\": 0.25, \"image\": 0.25}. "
         "ToyWorld's held-out pairs stay out of the data (ToyWorld's own renderers only). 0 (default): none — a "
         "whole run at 0.25 (session 9) drew held-out pairs from text better but lost seen targets; docs/training.md",
     )
@@ -87,6 +88,14 @@ class ToyWorldRecipe(BaseModel):
         ["image", "video"], description="with `codi train --jobs 2`: modalities whose stage 2 runs in a second "
         "process (in this order), beside the main one that runs the alignments, the other modalities and the joint stages",
     )
+
+    @field_validator("auxiliary_colors")
+    @classmethod
+    def _share(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        bad = {k: x for k, x in (v.items() if isinstance(v, dict) else [("all", v)]) if not 0 <= x < 1}
+        if bad:
+            raise ValueError(f"each share must be in [0, 1): {bad}")
+        return v
 
     @field_validator("n_pairs", "align_batch", "vae_batch", "decoder_batch", "unet_batch", "joint_batch")
     @classmethod

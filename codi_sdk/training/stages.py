@@ -137,7 +137,7 @@ class ToyWorldTrainer:
     def pairs(self, m: str) -> Pairs:
         if m not in self._pairs:
             renderer = None if m in TOYWORLD_NATIVE else self.registry.get(m).render_toyworld
-            auxiliary = self.recipe.auxiliary_colors if renderer is None else 0.0  # a plugin's renderer knows ToyWorld's colours only
+            auxiliary = self.recipe.per(self.recipe.auxiliary_colors, m, 0.0) if renderer is None else 0.0  # a plugin's renderer knows ToyWorld's colours only
             self._pairs[m] = render_pairs(m, self.recipe.n_pairs.get(m, 2000), self.recipe.seed, self.progress, renderer, auxiliary)
         return self._pairs[m]
 
