@@ -251,7 +251,7 @@ def test_vae_and_decoder_batches_mix_in_unnamed_colours_when_asked(tmp_path, mon
     monkeypatch.setattr(stages, "VAELoss", SpyVAE)
     monkeypatch.setattr(stages, "DecoderLoss", SpyDecoder)
     recipe = ToyWorldRecipe(**{**TINY, "vae_batch": {"text": 8, "audio": 4}, "decoder_batch": {"audio": 4}},
-                            unnamed_colors=0.25, unnamed_colors_vae=0.5)
+                            unnamed_colors=0.25, unnamed_colors_vae={"audio": 0.5})  # per modality
     trainer = stages.ToyWorldTrainer(tmp_path / "run", recipe, modalities=["text", "audio"], progress=False)
     trainer.run(stages=(1, 2))
     unnamed = trainer.unnamed_pairs("audio")
@@ -288,6 +288,19 @@ def test_recipe_rejects_an_unnamed_share_outside_zero_to_one():
         for bad in (-0.1, 1.0):
             with pytest.raises(ValidationError, match=field):
                 ToyWorldRecipe(**{field: bad})
+    with pytest.raises(ValidationError, match="unnamed_colors_vae"):
+        ToyWorldRecipe(unnamed_colors_vae={"audio": 1.5})
+    with pytest.raises(ValidationError, match="unnamed_colors"):
+        ToyWorldRecipe(unnamed_colors={"audio": 0.5})  # stage 1 takes one share for all
+
+
+def test_a_per_modality_vae_share_renders_unnamed_pairs_for_that_modality_only(tmp_path):
+    from codi_sdk.training.recipe import ToyWorldRecipe
+    from codi_sdk.training.stages import ToyWorldTrainer
+
+    trainer = ToyWorldTrainer(tmp_path, ToyWorldRecipe(unnamed_colors_vae={"audio": 0.5}, n_pairs={"audio": 6, "image": 6}),
+                              progress=False)
+    assert len(trainer.unnamed_pairs("audio")) == 3 and trainer.unnamed_pairs("image") is None
 
 
 def test_auxiliary_colour_words_come_last_in_the_vocabulary():

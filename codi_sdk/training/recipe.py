@@ -26,11 +26,12 @@ class ToyWorldRecipe(BaseModel):
         "captioned by shape and motion alone, so that the encoders read shape whatever the colour (ToyWorld's own "
         "renderers only; the denoisers never see these items). 0 (default): none",
     )
-    unnamed_colors_vae: float = Field(
-        0.0, ge=0, lt=1, description="share of each batch of the VAE and decoder sub-stages (2-vae-<m>, "
+    unnamed_colors_vae: float | dict[str, float] = Field(
+        0.0, description="share of each batch of the VAE and decoder sub-stages (2-vae-<m>, "
         "2-decoder-<m>: the audio mel inverter) of image, video and audio drawn from the same unnamed-colour "
         "items: they need no caption, and an autoencoder or inverter that only saw ToyWorld's pitch-timbre "
-        "pairs cannot reproduce a held-out one. 0 (default): none",
+        "pairs cannot reproduce a held-out one. One share for all or a share per modality (absent: 0), "
+        "e.g. {\"audio\": 0.5}. 0 (default): none",
     )
     diffuser_options: dict[str, dict[str, Any]] = Field(
         {}, description="per modality: keyword options of its plugin's init_diffuser() for a new diffuser, e.g. "
@@ -89,7 +90,7 @@ class ToyWorldRecipe(BaseModel):
         "process (in this order), beside the main one that runs the alignments, the other modalities and the joint stages",
     )
 
-    @field_validator("auxiliary_colors")
+    @field_validator("auxiliary_colors", "unnamed_colors_vae")
     @classmethod
     def _share(cls, v: float | dict[str, float]) -> float | dict[str, float]:
         bad = {k: x for k, x in (v.items() if isinstance(v, dict) else [("all", v)]) if not 0 <= x < 1}

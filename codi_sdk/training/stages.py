@@ -276,7 +276,7 @@ class ToyWorldTrainer:
         """``m``'s pairs in colours without a name (recipe ``unnamed_colors`` for stage 1,
         ``unnamed_colors_vae`` for the VAE and decoder sub-stages; ToyWorld's own image, video and
         audio only), or None."""
-        share = max(self.recipe.unnamed_colors, self.recipe.unnamed_colors_vae)
+        share = max(self.recipe.unnamed_colors, self.recipe.per(self.recipe.unnamed_colors_vae, m, 0.0))
         if not share or m not in TOYWORLD_NATIVE or m == BRIDGE:
             return None
         if ("unnamed", m) not in self._pairs:
@@ -377,7 +377,7 @@ class ToyWorldTrainer:
                 def vae_batches(step):
                     if p.samples is None:
                         return {"batch": [p.captions[i] for i in self._rank_indices(len(p), bs, step)]}
-                    parts = self._mixed_indices(m, step, bs, r.unnamed_colors_vae)
+                    parts = self._mixed_indices(m, step, bs, r.per(r.unnamed_colors_vae, m, 0.0))
                     return {"batch": torch.cat([q.samples[idx] for q, idx in parts]).to(dev)}
 
                 d.requires_grad_(False)
@@ -453,7 +453,8 @@ class ToyWorldTrainer:
             return torch.cat([d.decoder_features(z[i : i + 64].to(dev)) for i in range(0, len(z), 64)])
 
         features = {id(p): decoder_features(latents)}
-        unnamed = self.unnamed_pairs(m) if r.unnamed_colors_vae else None
+        vae_share = r.per(r.unnamed_colors_vae, m, 0.0)
+        unnamed = self.unnamed_pairs(m) if vae_share else None
         if unnamed is not None:
             features[id(unnamed)] = decoder_features(self._latents(d, unnamed))
         d.requires_grad_(False)
@@ -462,7 +463,7 @@ class ToyWorldTrainer:
         bs = r.decoder_batch.get(m, 16)
 
         def batches(step):
-            parts = self._mixed_indices(m, step, bs, r.unnamed_colors_vae)
+            parts = self._mixed_indices(m, step, bs, vae_share)
             return {"batch": torch.cat([q.samples[idx] for q, idx in parts]).to(dev),
                     "features": torch.cat([features[id(q)][idx] for q, idx in parts])}
 
