@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import InvalidInputError
-from .scenes import ATTRIBUTES, AUXILIARY_COLORS, COLOR_JITTER, COLORS, Scene
+from .scenes import ATTRIBUTES, COLOR_JITTER, PITCH, Scene, base_pitch, base_rgb  # noqa: F401 (PITCH: re-exported)
 
 IMAGE_SIZE = 32
 NUM_FRAMES = 8
@@ -25,8 +25,6 @@ SAMPLE_RATE = 16_000
 NUM_SAMPLES = 16_000
 #: Pixels moved per frame (14 px from frame 0 to frame 7).
 STEP_PX = 2
-#: Fundamental frequency of each colour, Hz.
-PITCH: dict[str, float] = {"red": 261.63, "green": 329.63, "blue": 392.00, "yellow": 523.25}
 #: Harmonics are kept strictly below this frequency.
 MAX_HARMONIC_HZ = 7_500.0
 IMAGE_RADIUS = (4.5, 6.5)
@@ -72,8 +70,7 @@ def shape_mask(shape: str, cx: float, cy: float, r: float, size: int = IMAGE_SIZ
 
 
 def _fill_color(scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    rgb = getattr(scene, "rgb", None) or (COLORS[scene.color] if scene.color in COLORS else AUXILIARY_COLORS[scene.color][0])
-    base = np.asarray(rgb, dtype=np.float64)
+    base = np.asarray(base_rgb(scene), dtype=np.float64)
     return np.clip(np.rint(base + rng.uniform(-COLOR_JITTER, COLOR_JITTER, size=3)), 0, 255).astype(np.uint8)
 
 
@@ -162,8 +159,7 @@ def render_audio(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     Pitch by colour (±1 %), timbre by shape (sine / odd harmonics / sawtooth, random phases,
     peak-normalised), envelope by motion, 10 ms fades, gain in [0.4, 0.6], noise σ 0.003.
     """
-    base = getattr(scene, "pitch", None) or (PITCH[scene.color] if scene.color in PITCH else AUXILIARY_COLORS[scene.color][1])
-    f0 = base * (1.0 + rng.uniform(-0.01, 0.01))
+    f0 = base_pitch(scene) * (1.0 + rng.uniform(-0.01, 0.01))
     k, amp = harmonics(scene.shape, f0)
     phase = rng.uniform(0.0, 2 * np.pi, size=k.shape)
     wave = _additive(f0, k, amp, phase)

@@ -25,6 +25,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "blue": (50, 80, 230),
     "yellow": (230, 210, 40),
 }
+#: Fundamental frequency of each colour, Hz (the audio rendering's pitch).
+PITCH: dict[str, float] = {"red": 261.63, "green": 329.63, "blue": 392.00, "yellow": 523.25}
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 MOTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 #: The attribute names, in the order of a scene's fields.
@@ -119,6 +121,20 @@ class TrainingScene(Scene):
             raise InvalidInputError(f"rgb must be three values in 0..255 and pitch > 0 Hz; got {self.rgb!r}, {self.pitch!r}")
 
 
+def base_rgb(scene) -> tuple[int, int, int]:
+    """The fill colour a scene is rendered around (before jitter): a :class:`TrainingScene`'s own
+    ``rgb`` when it has one, else its ToyWorld or auxiliary colour's."""
+    own = getattr(scene, "rgb", None)
+    return own or (COLORS[scene.color] if scene.color in COLORS else AUXILIARY_COLORS[scene.color][0])
+
+
+def base_pitch(scene) -> float:
+    """The fundamental a scene's audio is rendered around (before the ±1 %), Hz: a
+    :class:`TrainingScene`'s own ``pitch`` when it has one, else its ToyWorld or auxiliary colour's."""
+    own = getattr(scene, "pitch", None)
+    return own or (PITCH[scene.color] if scene.color in PITCH else AUXILIARY_COLORS[scene.color][1])
+
+
 def _hue_deg(rgb) -> float:
     import colorsys
 
@@ -133,8 +149,6 @@ def unnamed_color_scene(rng: np.random.Generator) -> TrainingScene:
     colour in some channel, so no rendering of it is a possible rendering of a ToyWorld colour. So its
     pairs never show a ToyWorld colour, held-out pairs included."""
     import colorsys
-
-    from .render import PITCH
 
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     motion = MOTIONS[int(rng.integers(len(MOTIONS)))]
