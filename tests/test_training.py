@@ -121,7 +121,8 @@ def test_recipe_rejects_an_auxiliary_share_outside_zero_to_one():
 
     from codi_sdk.training.recipe import ToyWorldRecipe
 
-    assert ToyWorldRecipe().auxiliary_colors == 0.0 and ToyWorldRecipe(auxiliary_colors=0.25).auxiliary_colors == 0.25
+    assert ToyWorldRecipe().auxiliary_colors == {"text": 0.25, "image": 0.25}  # the default: text and image only
+    assert ToyWorldRecipe(auxiliary_colors=0.25).auxiliary_colors == 0.25 and ToyWorldRecipe(auxiliary_colors=0).auxiliary_colors == 0
     for bad in (-0.1, 1.0, {"image": 0.25, "video": 1.0}):
         with pytest.raises(ValidationError, match="auxiliary_colors"):
             ToyWorldRecipe(auxiliary_colors=bad)
@@ -217,8 +218,8 @@ def test_alignment_batches_mix_in_the_unnamed_share_and_leave_the_rest_as_before
     from codi_sdk.training.stages import ToyWorldTrainer
 
     small = {"text": 40, "image": 40, "video": 8, "audio": 8}
-    plain = ToyWorldTrainer(tmp_path / "a", ToyWorldRecipe(n_pairs=small), progress=False)
-    mixed = ToyWorldTrainer(tmp_path / "b", ToyWorldRecipe(n_pairs=small, unnamed_colors=0.25), progress=False)
+    plain = ToyWorldTrainer(tmp_path / "a", ToyWorldRecipe(n_pairs=small, unnamed_colors=0, unnamed_colors_vae=0), progress=False)
+    mixed = ToyWorldTrainer(tmp_path / "b", ToyWorldRecipe(n_pairs=small, unnamed_colors=0.25, unnamed_colors_vae=0), progress=False)
     assert plain.unnamed_pairs("image") is None and mixed.unnamed_pairs("text") is None
     assert len(mixed.unnamed_pairs("image")) == 10
     a = plain._alignment_batch("image", 3, 16, paraphrases=True)
@@ -273,7 +274,9 @@ def test_recipe_diffuser_options_reach_the_plugin_and_unknown_ones_are_refused(t
     recipe = ToyWorldRecipe(diffuser_options={"text": {"encoder_pooling": "tokens"}, "image": {"bogus": 1}})
     trainer = ToyWorldTrainer(tmp_path / "run", recipe, progress=False)
     assert trainer.new_diffuser("text").vae.config.encoder_pooling == "tokens"
-    assert ToyWorldTrainer(tmp_path / "plain", progress=False).new_diffuser("text").vae.config.encoder_pooling == "mean"
+    assert ToyWorldTrainer(tmp_path / "default", progress=False).new_diffuser("text").vae.config.encoder_pooling == "tokens"
+    plain = ToyWorldTrainer(tmp_path / "plain", ToyWorldRecipe(diffuser_options={}), progress=False)
+    assert plain.new_diffuser("text").vae.config.encoder_pooling == "mean"  # the plugin's own default
     with pytest.raises(ValueError, match=r"diffuser_options\['image'\] = \{'bogus': 1\} are not options of the image plugin"):
         trainer.new_diffuser("image")
 
@@ -283,7 +286,7 @@ def test_recipe_rejects_an_unnamed_share_outside_zero_to_one():
 
     from codi_sdk.training.recipe import ToyWorldRecipe
 
-    assert ToyWorldRecipe().unnamed_colors == ToyWorldRecipe().unnamed_colors_vae == 0.0
+    assert ToyWorldRecipe().unnamed_colors == 0.4 and ToyWorldRecipe().unnamed_colors_vae == {"audio": 0.5}  # the defaults
     for field in ("unnamed_colors", "unnamed_colors_vae"):
         for bad in (-0.1, 1.0):
             with pytest.raises(ValidationError, match=field):
@@ -298,7 +301,7 @@ def test_a_per_modality_vae_share_renders_unnamed_pairs_for_that_modality_only(t
     from codi_sdk.training.recipe import ToyWorldRecipe
     from codi_sdk.training.stages import ToyWorldTrainer
 
-    trainer = ToyWorldTrainer(tmp_path, ToyWorldRecipe(unnamed_colors_vae={"audio": 0.5}, n_pairs={"audio": 6, "image": 6}),
+    trainer = ToyWorldTrainer(tmp_path, ToyWorldRecipe(unnamed_colors=0, unnamed_colors_vae={"audio": 0.5}, n_pairs={"audio": 6, "image": 6}),
                               progress=False)
     assert len(trainer.unnamed_pairs("audio")) == 3 and trainer.unnamed_pairs("image") is None
 

@@ -14,28 +14,28 @@ class ToyWorldRecipe(BaseModel):
     scale: float = Field(1.0, gt=0, description="multiplies every step count (tests use tiny values)")
     n_pairs: dict[str, int] = {"text": 3000, "image": 4000, "video": 1200, "audio": 2000}
     auxiliary_colors: float | dict[str, float] = Field(
-        0.0, description="share of training items drawn in a training-only colour (orange, cyan, purple, pink: "
+        {"text": 0.25, "image": 0.25}, description="share of training items drawn in a training-only colour (orange, cyan, purple, pink: "
         "toyworld.scenes.AUXILIARY_COLORS), in every shape, so that shape is learned apart from colour; one share "
         "for every modality or a share per modality (absent: 0), e.g. {\"text\": 0.25, \"image\": 0.25}. "
-        "ToyWorld's held-out pairs stay out of the data (ToyWorld's own renderers only). 0 (default): none — a "
-        "whole run at 0.25 (session 9) drew held-out pairs from text better but lost seen targets; docs/training.md",
+        "ToyWorld's held-out pairs stay out of the data (ToyWorld's own renderers only). Default: text and image "
+        "(a quarter of video's and audio's items cost seen text -> video and held-out text -> audio; docs/training.md)",
     )
     unnamed_colors: float = Field(
-        0.0, ge=0, lt=1, description="stage 1 only: share of each image, video and audio alignment batch drawn in a "
+        0.4, ge=0, lt=1, description="stage 1 only: share of each image, video and audio alignment batch drawn in a "
         "colour without a name (any hue and pitch away from ToyWorld's: toyworld.scenes.unnamed_color_scene) and "
         "captioned by shape and motion alone, so that the encoders read shape whatever the colour (ToyWorld's own "
-        "renderers only; the denoisers never see these items). 0 (default): none",
+        "renderers only; the denoisers never see these items). Default 0.4; 0: none",
     )
     unnamed_colors_vae: float | dict[str, float] = Field(
-        0.0, description="share of each batch of the VAE and decoder sub-stages (2-vae-<m>, "
+        {"audio": 0.5}, description="share of each batch of the VAE and decoder sub-stages (2-vae-<m>, "
         "2-decoder-<m>: the audio mel inverter) of image, video and audio drawn from the same unnamed-colour "
         "items: they need no caption, and an autoencoder or inverter that only saw ToyWorld's pitch-timbre "
         "pairs cannot reproduce a held-out one. One share for all or a share per modality (absent: 0), "
-        "e.g. {\"audio\": 0.5}. 0 (default): none",
+        "default {\"audio\": 0.5}; 0: none",
     )
     diffuser_options: dict[str, dict[str, Any]] = Field(
-        {}, description="per modality: keyword options of its plugin's init_diffuser() for a new diffuser, e.g. "
-        "{\"text\": {\"encoder_pooling\": \"tokens\"}} (a latent token per word; docs/training.md). Default: none",
+        {"text": {"encoder_pooling": "tokens"}}, description="per modality: keyword options of its plugin's init_diffuser() for a new diffuser, e.g. "
+        "{\"text\": {\"encoder_pooling\": \"tokens\"}} (a latent token per word; docs/training.md), the default",
     )
     # Stage 1: bridging alignment — text + first encoder together, then each encoder to frozen text.
     bridge_steps: int = 1000
@@ -43,12 +43,12 @@ class ToyWorldRecipe(BaseModel):
     align_batch: dict[str, int] | int = {"image": 64, "video": 32, "audio": 64}
     align_lr: dict[str, float] | float = {"image": 1e-3, "video": 2e-3, "audio": 1e-3}
     # Stage 2: VAE then denoiser, per modality.
-    vae_steps: dict[str, int] = {"text": 800, "image": 1000, "video": 0, "audio": 800}
+    vae_steps: dict[str, int] = {"text": 800, "image": 1000, "video": 0, "audio": 1200}
     vae_batch: dict[str, int] = {"text": 64, "image": 32, "video": 4, "audio": 8}
     vae_lr: float = 1e-3
     vocoder: bool = Field(False, description="also train audio's HiFi-GAN vocoder (else Griffin-Lim decodes)")
     decoder_steps: dict[str, Annotated[int, Field(ge=0)]] = Field(
-        {"audio": 600}, description="per modality: steps of sub-stage 2-decoder-<m>, which trains the diffuser's "
+        {"audio": 800}, description="per modality: steps of sub-stage 2-decoder-<m>, which trains the diffuser's "
         "decoder-side parts on its frozen VAE's reconstructions (audio: the mel inverter in front of Griffin-Lim); "
         "absent or 0: none (audio then inverts the mel with the filterbank's pseudo-inverse)",
     )
