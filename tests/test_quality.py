@@ -13,14 +13,13 @@ from codi_sdk.registry import get_registry
 
 N, STEPS = 12, 20
 
-# task -> (split, floor on attribute accuracy). Measured on the shipped weights (the session-4
-# weights with session 7's audio mel inverter) with `codi eval`, 50 steps, 240 scenes (CUDA;
-# docs/evaluation.md): text->image 96.7 %, text->video 96.9 %, text->audio 98.3 %, image->text
-# 99.4 %, video->text 96.8 %, audio->text 98.5 %, audio->image 95.2 %, image->audio 97.9 %,
-# audio->video 97.6 %, video->audio 97.5 %, video->image 94.8 %, image + audio from *partial*
-# captions 95.0 % (31 % before partial captions stopped collapsing in the text encoder).
-# This test's own sample (12 scenes, 20 steps) reads 87.5-100 % (text->audio 100 %; 79-88 %
-# before the mel inverter). Floors sit 10-20 points below: about the noise of a 12-scene sample.
+# task -> (split, floor on attribute accuracy). Measured on the shipped weights (session 11's run of
+# the default recipe) with `codi eval`, 50 steps, 240 scenes, seed 2 (CUDA; docs/evaluation.md):
+# text->image 96.0 %, text->video 96.7 %, text->audio 97.5 %, image->text 99.6 %, video->text
+# 98.2 %, audio->text 99.0 %, audio->image 96.5 %, image->audio 98.3 %, audio->video 94.7 %,
+# video->audio 93.3 %, video->image 93.3 %, image + audio from *partial* captions 95.5 %.
+# On the weights before them this test's own sample (12 scenes, 20 steps) read 87.5-100 %.
+# Floors sit 10-20 points below: about the noise of a 12-scene sample.
 FLOORS: dict[str, tuple[str, float]] = {
     "text->image": ("seen", 0.75),
     "image->text": ("seen", 0.85),
@@ -79,10 +78,9 @@ def test_shipped_weights_keep_drawing_held_out_pairs(composer, task):
 
 # Joint coherence of image + audio from partial captions, with the joint sampler's defaults
 # (denoised environments, guided at environment_guidance 8; 50 steps). Measured on the shipped
-# weights: 89.1 / 89.9 / 88.3 % on 240 scenes (CPU, seeds 2-4; 81.2 / 87.3 / 85.7 % with the environment guided
-# at the prompt's scale, session 7's default); independent sampling 43.5 % (240 scenes;
-# docs/evaluation.md). This sample (24 scenes, 22 open attributes) reads 86.4 % joint with either
-# setting and 31.8 % independent.
+# weights: 88.7 / 93.2 / 89.6 % on 240 scenes (CUDA, seeds 2-4); independent sampling 43.5 % (240
+# scenes; docs/evaluation.md). On the weights before them this sample (24 scenes, 22 open
+# attributes) read 86.4 % joint and 31.8 % independent.
 JOINT_N, JOINT_STEPS, JOINT_FLOOR, JOINT_MARGIN = 24, 50, 0.65, 0.15
 
 
