@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..io import atomic_write_text
+from .recipe import ToyWorldRecipe
 
 
 def _tasks_touching(modality: str, results: dict) -> list[dict]:
@@ -16,8 +17,7 @@ def training_card(modality: str, run: Path, eval_results: list[dict] | None = No
     """Markdown card for one modality of a training run (``run/state.json`` + optional evaluations)."""
     state = json.loads((run / "state.json").read_text())
     recipe = state.get("recipe", {})
-    auxiliary = recipe.get("auxiliary_colors") or 0.0
-    auxiliary = auxiliary.get(modality, 0.0) if isinstance(auxiliary, dict) else auxiliary
+    auxiliary = ToyWorldRecipe.per(recipe.get("auxiliary_colors") or 0.0, modality, 0.0)
     lines = [
         f"# Training card — codi-{modality}, ToyWorld weights",
         "",
