@@ -199,8 +199,14 @@ class ToyWorldTrainer:
         if self._all_threads > torch.get_num_threads() and all(p.exists() for p in self._peers):
             torch.set_num_threads(self._all_threads)
 
-    def _rank_indices(self, n: int, batch: int, step: int) -> torch.Tensor:
-        return sample_indices(n, batch, self.recipe.seed, step, self.accelerator.process_index)
+    def _rank_indices(self, n: int, batch: int, step: int, stream: int = 0) -> torch.Tensor:
+        """This process's ``batch`` indices into ``n`` items at ``step``; ``stream`` > 0 draws from
+        another seed (the recipe's seed + stream), e.g. for a second set of pairs in the same batch."""
+        return sample_indices(n, batch, self.recipe.seed + stream, step, self.accelerator.process_index)
+
+    def _vae_share(self, m: str) -> float:
+        """The recipe's ``unnamed_colors_vae`` share for ``m`` (0 when it has none)."""
+        return self.recipe.per(self.recipe.unnamed_colors_vae, m, 0.0)
 
     def _save(self, module, path: Path) -> None:
         if self.accelerator.is_main_process:
@@ -276,7 +282,7 @@ class ToyWorldTrainer:
         """``m``'s pairs in colours without a name (recipe ``unnamed_colors`` for stage 1,
         ``unnamed_colors_vae`` for the VAE and decoder sub-stages; ToyWorld's own image, video and
         audio only), or None."""
-        share = max(self.recipe.unnamed_colors, self.recipe.per(self.recipe.unnamed_colors_vae, m, 0.0))
+        share = max(self.recipe.unnamed_colors, self._vae_share(m))
         if not share or m not in TOYWORLD_NATIVE or m == BRIDGE:
             return None
         if ("unnamed", m) not in self._pairs:
@@ -293,7 +299,7 @@ class ToyWorldTrainer:
         named = self.pairs(m)
         out = [(named, self._rank_indices(len(named), bs - k, step))]
         if k:
-            out.append((unnamed, sample_indices(len(unnamed), k, self.recipe.seed + 1, step, self.accelerator.process_index)))
+            out.append((unnamed, self._rank_indices(len(unnamed), k, step, stream=1)))
         return [(p, idx) for p, idx in out if len(idx)]
 
     def _alignment_batch(self, m: str, step: int, bs: int, paraphrases: bool = False) -> dict:
@@ -372,12 +378,12 @@ class ToyWorldTrainer:
             warm = d.warm_start(trained)
             steps = r.steps(r.vae_steps, m, 1000)
             if "vae" not in warm and steps:
-                bs = r.vae_batch.get(m, 16)
+                bs, vae_share = r.vae_batch.get(m, 16), self._vae_share(m)
 
                 def vae_batches(step):
                     if p.samples is None:
                         return {"batch": [p.captions[i] for i in self._rank_indices(len(p), bs, step)]}
-                    parts = self._mixed_indices(m, step, bs, r.per(r.unnamed_colors_vae, m, 0.0))
+                    parts = self._mixed_indices(m, step, bs, vae_share)
                     return {"batch": torch.cat([q.samples[idx] for q, idx in parts]).to(dev)}
 
                 d.requires_grad_(False)
@@ -453,7 +459,7 @@ class ToyWorldTrainer:
             return torch.cat([d.decoder_features(z[i : i + 64].to(dev)) for i in range(0, len(z), 64)])
 
         features = {id(p): decoder_features(latents)}
-        vae_share = r.per(r.unnamed_colors_vae, m, 0.0)
+        vae_share = self._vae_share(m)
         unnamed = self.unnamed_pairs(m) if vae_share else None
         if unnamed is not None:
             features[id(unnamed)] = decoder_features(self._latents(d, unnamed))
