@@ -267,6 +267,39 @@ def test_vae_and_decoder_batches_mix_in_unnamed_colours_when_asked(tmp_path, mon
     assert all(any(torch.equal(x, u) for u in unnamed.samples) for x in batch[2:])
 
 
+def test_denoiser_batches_mix_in_unnamed_colours_with_their_own_captions_when_asked(tmp_path, monkeypatch):
+    from codi_sdk.training import stages
+    from codi_sdk.training.recipe import ToyWorldRecipe
+
+    seen = []
+
+    class SpyDiffusion(stages.DiffusionLoss):
+        def forward(self, latents, contexts):
+            seen.append((self.diffuser, latents.clone(), contexts.clone()))
+            return super().forward(latents, contexts)
+
+    monkeypatch.setattr(stages, "DiffusionLoss", SpyDiffusion)
+    recipe = ToyWorldRecipe(**{**TINY, "unet_batch": {"text": 8, "audio": 4}}, unnamed_colors=0.25,
+                            unnamed_colors_vae=0, unnamed_colors_unet={"audio": 0.5})
+    trainer = stages.ToyWorldTrainer(tmp_path / "run", recipe, modalities=["text", "audio"], progress=False)
+    trainer.run(stages=(1, 2))
+    unnamed = trainer.unnamed_pairs("audio")
+    assert len(unnamed) == 12  # 24 pairs × the larger share
+    audio = [(lat, ctx) for d, lat, ctx in seen if d.modality == "audio"]
+    assert len(audio) == 3  # 2 unet steps + 1 refine step
+    d = trainer.diffuser("audio")
+    own = trainer._latents(d, unnamed)
+    named = trainer._latents(d, trainer.pairs("audio"))
+    # the captions' contexts of the unnamed items: full or partial, never a colour word
+    ctx_unnamed = torch.cat([trainer._contexts(unnamed.captions), trainer._contexts(unnamed.partial)])
+    ctx_named = torch.cat([trainer._contexts(trainer.pairs("audio").captions), trainer._contexts(trainer.pairs("audio").partial)])
+    for lat, ctx in audio:  # two named items, then two unnamed ones with their own captions
+        assert all(torch.isclose(x, own, atol=1e-5).flatten(1).all(1).any() for x in lat[2:])
+        assert all(torch.isclose(x, named, atol=1e-5).flatten(1).all(1).any() for x in lat[:2])
+        assert all(torch.isclose(c, ctx_unnamed, atol=1e-5).flatten(1).all(1).any() for c in ctx[2:])
+        assert all(torch.isclose(c, ctx_named, atol=1e-5).flatten(1).all(1).any() for c in ctx[:2])
+
+
 def test_recipe_diffuser_options_reach_the_plugin_and_unknown_ones_are_refused(tmp_path):
     from codi_sdk.training.recipe import ToyWorldRecipe
     from codi_sdk.training.stages import ToyWorldTrainer
@@ -287,7 +320,8 @@ def test_recipe_rejects_an_unnamed_share_outside_zero_to_one():
     from codi_sdk.training.recipe import ToyWorldRecipe
 
     assert ToyWorldRecipe().unnamed_colors == 0.4 and ToyWorldRecipe().unnamed_colors_vae == {"audio": 0.5}  # the defaults
-    for field in ("unnamed_colors", "unnamed_colors_vae"):
+    assert ToyWorldRecipe().unnamed_colors_unet == 0.0
+    for field in ("unnamed_colors", "unnamed_colors_vae", "unnamed_colors_unet"):
         for bad in (-0.1, 1.0):
             with pytest.raises(ValidationError, match=field):
                 ToyWorldRecipe(**{field: bad})

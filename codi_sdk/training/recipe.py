@@ -33,6 +33,12 @@ class ToyWorldRecipe(BaseModel):
         "pairs cannot reproduce a held-out one. One share for all or a share per modality (absent: 0), "
         "default {\"audio\": 0.5}; 0: none",
     )
+    unnamed_colors_unet: float | dict[str, float] = Field(
+        0.0, description="share of each batch of the denoiser sub-stages (2-unet-<m>, 2-refine-<m>) of image, video "
+        "and audio drawn from the same unnamed-colour items, with their captions (shape, and motion or not; never a "
+        "colour), so that a denoiser learns to draw a shape whatever the colour. One share for all or a share per "
+        "modality (absent: 0); default 0: none",
+    )
     diffuser_options: dict[str, dict[str, Any]] = Field(
         {"text": {"encoder_pooling": "tokens"}}, description="per modality: keyword options of its plugin's init_diffuser() for a new diffuser, e.g. "
         "{\"text\": {\"encoder_pooling\": \"tokens\"}} (a latent token per word; docs/training.md), the default",
@@ -90,7 +96,7 @@ class ToyWorldRecipe(BaseModel):
         "process (in this order), beside the main one that runs the alignments, the other modalities and the joint stages",
     )
 
-    @field_validator("auxiliary_colors", "unnamed_colors_vae")
+    @field_validator("auxiliary_colors", "unnamed_colors_vae", "unnamed_colors_unet")
     @classmethod
     def _share(cls, v: float | dict[str, float]) -> float | dict[str, float]:
         bad = {k: x for k, x in (v.items() if isinstance(v, dict) else [("all", v)]) if not 0 <= x < 1}

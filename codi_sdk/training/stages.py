@@ -280,9 +280,9 @@ class ToyWorldTrainer:
 
     def unnamed_pairs(self, m: str) -> Pairs | None:
         """``m``'s pairs in colours without a name (recipe ``unnamed_colors`` for stage 1,
-        ``unnamed_colors_vae`` for the VAE and decoder sub-stages; ToyWorld's own image, video and
-        audio only), or None."""
-        share = max(self.recipe.unnamed_colors, self._vae_share(m))
+        ``unnamed_colors_vae`` for the VAE and decoder sub-stages, ``unnamed_colors_unet`` for the
+        denoiser's; ToyWorld's own image, video and audio only), or None."""
+        share = max(self.recipe.unnamed_colors, self._vae_share(m), self.recipe.per(self.recipe.unnamed_colors_unet, m, 0.0))
         if not share or m not in TOYWORLD_NATIVE or m == BRIDGE:
             return None
         if ("unnamed", m) not in self._pairs:
@@ -412,13 +412,21 @@ class ToyWorldTrainer:
         d.unet.requires_grad_(True)
         d.joint.requires_grad_(False)
         bs = r.unet_batch.get(m, 32)
+        unet_share = r.per(r.unnamed_colors_unet, m, 0.0)
+        # latents, full-caption and partial-caption contexts of each source of a batch
+        sources = {id(p): (latents, contexts, partial)}
+        unnamed = self.unnamed_pairs(m) if unet_share else None
+        if unnamed is not None:
+            sources[id(unnamed)] = (self._latents(d, unnamed, key=("unnamed", m)), self._contexts(unnamed.captions),
+                                    self._contexts(unnamed.partial))
 
         def unet_batches(step):
-            idx = self._rank_indices(len(p), bs, step)
+            parts = self._mixed_indices(m, step, bs, unet_share)
+            lat, full, part = (torch.cat([sources[id(q)][j][idx] for q, idx in parts]) for j in range(3))
             g = torch.Generator().manual_seed(step)
             use_partial = (torch.rand(bs, generator=g) < r.p_partial)[:, None, None]
-            ctx = torch.where(use_partial.to(partial.device), partial[idx], contexts[idx])
-            return {"latents": latents[idx].to(dev), "contexts": ctx.to(dev)}
+            ctx = torch.where(use_partial.to(part.device), part, full)
+            return {"latents": lat.to(dev), "contexts": ctx.to(dev)}
 
         if not self._skip(name_unet):
             self._seed(name_unet)
