@@ -204,9 +204,11 @@ class ToyWorldTrainer:
         another seed (the recipe's seed + stream), e.g. for a second set of pairs in the same batch."""
         return sample_indices(n, batch, self.recipe.seed + stream, step, self.accelerator.process_index)
 
-    def _vae_share(self, m: str) -> float:
-        """The recipe's ``unnamed_colors_vae`` share for ``m`` (0 when it has none)."""
-        return self.recipe.per(self.recipe.unnamed_colors_vae, m, 0.0)
+    def _unnamed_share(self, m: str, sub_stages: str) -> float:
+        """The recipe's unnamed-colour share for ``m``'s ``"vae"`` (VAE and decoder) or ``"unet"``
+        (denoiser and refine) sub-stages: ``unnamed_colors_vae`` / ``unnamed_colors_unet`` (0 when none)."""
+        table = {"vae": self.recipe.unnamed_colors_vae, "unet": self.recipe.unnamed_colors_unet}[sub_stages]
+        return self.recipe.per(table, m, 0.0)
 
     def _save(self, module, path: Path) -> None:
         if self.accelerator.is_main_process:
@@ -282,7 +284,7 @@ class ToyWorldTrainer:
         """``m``'s pairs in colours without a name (recipe ``unnamed_colors`` for stage 1,
         ``unnamed_colors_vae`` for the VAE and decoder sub-stages, ``unnamed_colors_unet`` for the
         denoiser's; ToyWorld's own image, video and audio only), or None."""
-        share = max(self.recipe.unnamed_colors, self._vae_share(m), self.recipe.per(self.recipe.unnamed_colors_unet, m, 0.0))
+        share = max(self.recipe.unnamed_colors, self._unnamed_share(m, "vae"), self._unnamed_share(m, "unet"))
         if not share or m not in TOYWORLD_NATIVE or m == BRIDGE:
             return None
         if ("unnamed", m) not in self._pairs:
@@ -378,7 +380,7 @@ class ToyWorldTrainer:
             warm = d.warm_start(trained)
             steps = r.steps(r.vae_steps, m, 1000)
             if "vae" not in warm and steps:
-                bs, vae_share = r.vae_batch.get(m, 16), self._vae_share(m)
+                bs, vae_share = r.vae_batch.get(m, 16), self._unnamed_share(m, "vae")
 
                 def vae_batches(step):
                     if p.samples is None:
@@ -412,7 +414,7 @@ class ToyWorldTrainer:
         d.unet.requires_grad_(True)
         d.joint.requires_grad_(False)
         bs = r.unet_batch.get(m, 32)
-        unet_share = r.per(r.unnamed_colors_unet, m, 0.0)
+        unet_share = self._unnamed_share(m, "unet")
         # latents, full-caption and partial-caption contexts of each source of a batch
         sources = {id(p): (latents, contexts, partial)}
         unnamed = self.unnamed_pairs(m) if unet_share else None
@@ -467,10 +469,11 @@ class ToyWorldTrainer:
             return torch.cat([d.decoder_features(z[i : i + 64].to(dev)) for i in range(0, len(z), 64)])
 
         features = {id(p): decoder_features(latents)}
-        vae_share = self._vae_share(m)
+        vae_share = self._unnamed_share(m, "vae")
         unnamed = self.unnamed_pairs(m) if vae_share else None
         if unnamed is not None:
-            features[id(unnamed)] = decoder_features(self._latents(d, unnamed))
+            # the VAE is final here: the denoiser sub-stages reuse these latents (same key)
+            features[id(unnamed)] = decoder_features(self._latents(d, unnamed, key=("unnamed", m)))
         d.requires_grad_(False)
         for part in parts.values():
             part.requires_grad_(True).train()
