@@ -56,6 +56,12 @@ class Encoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    def warm_start(self, trained: "dict[str, Encoder]") -> set[str]:
+        """Initialise parts of this (new) encoder in place from already trained encoders of other
+        modalities, e.g. a video encoder's frame encoder from the image one. Returns the names of
+        the parts it initialised (attributes of this encoder), default none."""
+        return set()
+
     def save_pretrained(self, path) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 

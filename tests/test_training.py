@@ -568,6 +568,51 @@ def test_bad_stage_is_refused():
     assert res.exit_code == 2 and "accepted: 1 or 2" in res.output
 
 
+def test_video_alignment_can_start_from_the_image_encoder_and_keep_its_frames_fixed(tmp_path):
+    """`align_warm_start` copies the bridge's image encoder into the video frame encoder;
+    `align_frozen` keeps it as copied while the temporal pooler learns."""
+    from codi_sdk.training.recipe import ToyWorldRecipe
+    from codi_sdk.training.stages import ToyWorldTrainer
+
+    tiny = dict(n_pairs={"text": 16, "image": 16, "video": 8}, bridge_steps=1, align_steps={"image": 1, "video": 2},
+                align_batch=4)
+    recipe = ToyWorldRecipe(**tiny, align_warm_start=["video"], align_frozen={"video": ["frames"]})
+    trainer = ToyWorldTrainer(tmp_path / "run", recipe, modalities=["text", "image", "video"], progress=False)
+    trainer.train_alignment()
+    image, video = trainer.encoder("image"), trainer.encoder("video")
+    frames, pooler = video.frames.model.state_dict(), video.temporal.state_dict()
+    assert all(torch.equal(frames[k], v) for k, v in image.model.state_dict().items())
+    new = trainer.registry.get("video").init_encoder().temporal.state_dict()
+    assert any(not torch.equal(pooler[k], v) for k, v in new.items())  # the pooler trained (its projection starts at 0)
+
+    plain = ToyWorldTrainer(tmp_path / "plain", ToyWorldRecipe(**tiny, align_warm_start=[], align_frozen={}),
+                            modalities=["text", "image", "video"], progress=False)
+    plain.train_alignment()
+    assert not torch.equal(plain.encoder("video").frames.model.state_dict()["vision_model.embeddings.patch_embedding.weight"],
+                           plain.encoder("image").model.state_dict()["vision_model.embeddings.patch_embedding.weight"])
+
+    bad = ToyWorldTrainer(tmp_path / "bad", ToyWorldRecipe(**tiny, align_frozen={"video": ["frame"]}),
+                          modalities=["text", "image", "video"], progress=False)
+    with pytest.raises(ValueError, match=r"align_frozen\['video'\] names 'frame', which is not a part of the video encoder.*frames, temporal"):
+        bad.train_alignment()
+
+
+def test_video_encoder_warm_start_skips_an_image_encoder_of_other_shapes(caplog):
+    from codi_image.encoder import ImageEncoder
+    from codi_video.encoder import VideoEncoder
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    video = VideoEncoder.toyworld()
+    other = ImageEncoder(CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8,
+        projection_dim=64)))
+    before = {k: v.clone() for k, v in video.state_dict().items()}
+    assert video.warm_start({"text": object(), "image": other}) == set()
+    assert "does not have the frame encoder's shapes" in caplog.text
+    assert video.warm_start({}) == set()
+    assert all(torch.equal(before[k], v) for k, v in video.state_dict().items())
+
+
 @pytest.mark.slow
 def test_a_new_modality_trains_against_a_frozen_base_run(tmp_path):
     """`--base RUN --modalities audio`: the bridge and image are adopted unchanged, only audio trains."""

@@ -48,6 +48,16 @@ class ToyWorldRecipe(BaseModel):
     align_steps: dict[str, int] = {"image": 300, "video": 900, "audio": 400}
     align_batch: dict[str, int] | int = {"image": 64, "video": 32, "audio": 64}
     align_lr: dict[str, float] | float = {"image": 1e-3, "video": 2e-3, "audio": 1e-3}
+    align_warm_start: list[str] = Field(
+        ["video"], description="modalities whose new encoder starts from the encoders the bridge trained "
+        "(Encoder.warm_start: video copies the image encoder into its frame encoder) before its alignment; "
+        "default [\"video\"]",
+    )
+    align_frozen: dict[str, list[str]] = Field(
+        {"video": ["frames"]}, description="per modality: parts of its encoder (attribute names) kept fixed during "
+        "its alignment, e.g. the frame encoder that align_warm_start copied; default {\"video\": [\"frames\"]}: "
+        "only the temporal pooler learns, so a video reads colour and shape as the image encoder does",
+    )
     # Stage 2: VAE then denoiser, per modality.
     vae_steps: dict[str, int] = {"text": 800, "image": 1000, "video": 0, "audio": 1200}
     vae_batch: dict[str, int] = {"text": 64, "image": 32, "video": 4, "audio": 8}

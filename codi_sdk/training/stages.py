@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 import zlib
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
+from torch import nn
 
 from ..diffuser import Diffuser
 from ..encoder import Encoder
@@ -25,6 +27,8 @@ from .data import Pairs, render_pairs, render_unnamed_pairs, restrict_key
 from .losses import AlignmentLoss, DecoderLoss, DiffusionLoss, JointLoss, VAELoss
 from .loop import LossLog, fit, sample_indices
 from .recipe import ToyWorldRecipe
+
+logger = logging.getLogger(__name__)
 
 BRIDGE = "text"
 TOYWORLD_NATIVE = ("text", "image", "video", "audio")
@@ -272,6 +276,21 @@ class ToyWorldTrainer:
             text_enc = self.encoder(BRIDGE).eval()
             # the first encoder continues from its joint training with text; the others start new
             enc = self.encoder(m) if m == first else self.registry.get(m).init_encoder().to(dev)
+            if m != first and m in r.align_warm_start:
+                # from the encoders aligned so far: the bridge's (always done by now) and those before
+                # this one (alignments run in one process, in modality order); loading builds modules,
+                # which draws random numbers: a forked generator keeps this sub-stage's stream
+                with torch.random.fork_rng():
+                    trained = {BRIDGE: text_enc} | {o: self.encoder(o) for o in self.modalities
+                                                    if o not in (m, BRIDGE) and (o == first or self.done(f"1-align-{o}"))}
+                if not enc.warm_start(trained):
+                    logger.warning("align_warm_start: the %s encoder took nothing from the %s encoder(s)", m, "/".join(trained))
+            for part in r.align_frozen.get(m, []):
+                module = getattr(enc, part, None)
+                if not isinstance(module, nn.Module):
+                    raise ValueError(f"align_frozen[{m!r}] names {part!r}, which is not a part of the {m} encoder "
+                                     f"({type(enc).__name__}); its parts: {', '.join(n for n, _ in enc.named_children())}")
+                module.requires_grad_(False)
 
             def batches(step, m=m, bs=r.per(r.align_batch, m, 64)):
                 return self._alignment_batch(m, step, bs)

@@ -20,6 +20,7 @@ frame, added to the transformer's input through a zero-initialised projection.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from torch import nn
 
 from codi_sdk.encoder import Encoder, EncoderOutput
 from codi_sdk.errors import WeightsNotFoundError
+
+logger = logging.getLogger(__name__)
 
 #: Sub-folder of ``encoder/`` that holds the temporal pooler (the rest is a CLIP vision folder).
 TEMPORAL_FOLDER = "temporal"
@@ -140,6 +143,21 @@ class VideoEncoder(Encoder):
     def from_image_pretrained(cls, path: str | os.PathLike) -> "VideoEncoder":
         """Inflate an image encoder folder (a CLIP vision folder): new temporal pooler."""
         return cls(ImageEncoder.from_pretrained(path)).eval()
+
+    def warm_start(self, trained: dict[str, Encoder]) -> set[str]:
+        """Copy a trained image encoder (``trained["image"]``) into the frame encoder; the temporal
+        pooler stays as it is. Returns ``{"frames"}``, or an empty set when there is no image
+        encoder or its weights' shapes differ from the frame encoder's (a warning says so)."""
+        image = trained.get("image")
+        if image is None:
+            return set()
+        shapes = lambda model: {k: tuple(v.shape) for k, v in model.state_dict().items()}  # noqa: E731
+        if not isinstance(image, ImageEncoder) or shapes(image.model) != shapes(self.frames.model):
+            logger.warning("video encoder warm start skipped: the image encoder does not have the frame encoder's shapes")
+            return set()
+        with torch.no_grad():
+            self.frames.model.load_state_dict(image.model.state_dict(), strict=True)
+        return {"frames"}
 
     @property
     def dim(self) -> int:
