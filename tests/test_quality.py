@@ -63,11 +63,15 @@ def test_shipped_weights_keep_their_attribute_accuracy(composer, task):
         assert result["per_attribute"][attribute] >= attr_floor, (task, attribute, result["per_attribute"])
 
 
-# Held-out colour-shape pairs: the rows session 11's weights carry above 80 % (240 scenes, CUDA:
+# Held-out colour-shape pairs: the rows the shipped weights carry above 80 % (240 scenes, CUDA:
 # text->image 88.5 %, text->video 89.2 %, image->text 86.0 %, image->video 82.3 %; the weights before
-# them read image->text 54.6 % and image->video 55.2 %, shape near 0). Each of the 12 held-out scenes
-# once, 20 steps; floors sit well below, at the noise of 12 scenes.
-HELDOUT_FLOORS: dict[str, float] = {"text->image": 0.7, "text->video": 0.7, "image->text": 0.7, "image->video": 0.65}
+# session 11 read image->text 54.6 % and image->video 55.2 %, shape near 0; CPU, since session 13's
+# video encoder: video->text 88.3 %, video->image 82.7 %, were 72.4 and 61.5 %). Each of the 12
+# held-out scenes once, 20 steps; floors sit well below, at the noise of 12 scenes. The video rows'
+# floors sit below this sample's reading (83.3 and 79.2 %) and above the previous encoder's (72.2
+# and 66.7 %), so they catch a return to it.
+HELDOUT_FLOORS: dict[str, float] = {"text->image": 0.7, "text->video": 0.7, "image->text": 0.7, "image->video": 0.65,
+                                    "video->text": 0.75, "video->image": 0.7}
 
 
 @pytest.mark.parametrize("task", sorted(HELDOUT_FLOORS))

@@ -759,6 +759,9 @@ def test_training_card_lists_sub_stages_recipe_and_the_auxiliary_share(tmp_path)
     assert "- seed: 3" in card and "in 25% of the items" in card and "- files: unet" in card
     assert "| 2-unet-image | 1800 | 760.4 | loss 0.0247 |" in card and "2-unet-audio" not in card
     assert "| `text->image` | 82.3 % | – |" in card and "text->audio" not in card
+    noted = training_card("image", tmp_path, [{"split": "seen", "n": 4, "note": "rows put together", "tasks": [
+        {"task": "text->image", "inputs": ["text"], "outputs": ["image"], "accuracy": 1.0, "coherence": None}]}])
+    assert "scenes per task)\n\nrows put together\n\n| task |" in noted and "rows put together" not in card
     state["recipe"]["auxiliary_colors"] = 0.0
     (tmp_path / "state.json").write_text(json.dumps(state))
     assert "training-only colours" not in training_card("image", tmp_path)

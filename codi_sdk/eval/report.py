@@ -22,6 +22,8 @@ def markdown_table(results: dict[str, Any]) -> str:
     )
     if results.get("options"):
         head += "Options: " + ", ".join(f"`{k}={v}`" for k, v in results["options"].items()) + "\n\n"
+    if results.get("note"):  # e.g. where rows of several evaluations were put together
+        head += f"{results['note']}\n\n"
     lines = [
         "| task | accuracy | chance | colour | shape | motion | joint coherence | chance |",
         "|---|---|---|---|---|---|---|---|",

@@ -35,7 +35,7 @@ def training_card(modality: str, run: Path, eval_results: list[dict] | None = No
         "| sub-stage | steps | seconds | final losses |",
         "|---|---|---|---|",
     ]
-    for name, info in state["done"].items():
+    for name, info in sorted(state["done"].items(), key=lambda item: item[0][:1]):  # by stage; in order within one
         if name.endswith(f"-{modality}") or (modality == "text" and name.startswith("1-bridge")):
             losses = ", ".join(f"{k} {v:.4g}" for k, v in info["final"].items()) or "(adopted)"
             lines.append(f"| {name} | {info.get('steps', _steps_of(name, recipe))} | {info['seconds']} | {losses} |")
@@ -44,8 +44,10 @@ def training_card(modality: str, run: Path, eval_results: list[dict] | None = No
         rows = _tasks_touching(modality, res)
         if not rows:
             continue
-        lines += ["", f"## Evaluation (`codi eval`, split `{res.get('split')}`, {res.get('n')} scenes per task)", "",
-                  "| task | accuracy | joint coherence |", "|---|---|---|"]
+        lines += ["", f"## Evaluation (`codi eval`, split `{res.get('split')}`, {res.get('n')} scenes per task)", ""]
+        if res.get("note"):  # e.g. where rows of several evaluations were put together
+            lines += [str(res["note"]), ""]
+        lines += ["| task | accuracy | joint coherence |", "|---|---|---|"]
         for t in rows:
             coh = "–" if t.get("coherence") is None else f"{100 * t['coherence']:.1f} %"
             lines.append(f"| `{t['task']}` | {100 * t['accuracy']:.1f} % | {coh} |")
