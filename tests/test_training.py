@@ -142,6 +142,42 @@ def test_a_per_modality_auxiliary_share_reaches_only_that_modality_s_pairs(tmp_p
     assert seen == {"image": 0.25, "video": 0.0}
 
 
+def test_alignment_pairs_take_their_own_auxiliary_share_and_the_other_stages_keep_theirs(tmp_path, monkeypatch):
+    from codi_sdk.training import stages
+    from codi_sdk.training.recipe import ToyWorldRecipe
+
+    calls = []
+    monkeypatch.setattr(stages, "render_pairs", lambda m, n, seed, progress, renderer, auxiliary: calls.append((m, auxiliary)) or object())
+    recipe = ToyWorldRecipe(auxiliary_colors={"image": 0.25}, auxiliary_colors_align={"audio": 0.3}, n_pairs={"image": 4, "audio": 4})
+    trainer = stages.ToyWorldTrainer(tmp_path, recipe, progress=False)
+    assert trainer.pairs("image", 1) is trainer.pairs("image")  # no stage-1 share of its own: the same pairs
+    assert trainer.pairs("audio", 1) is not trainer.pairs("audio")
+    assert trainer.pairs("audio", 1) is trainer.pairs("audio", 1)  # rendered once
+    assert sorted(calls) == [("audio", 0.0), ("audio", 0.3), ("image", 0.25)]
+    assert ToyWorldRecipe().auxiliary_colors_align == {"audio": 0.25}
+    with pytest.raises(ValueError, match=r"each share must be in \[0, 1\)"):
+        ToyWorldRecipe(auxiliary_colors_align={"audio": 1.0})
+
+
+def test_exclusive_unnamed_colours_are_negatives_of_every_caption_naming_a_colour(tmp_path):
+    from codi_sdk.training.losses import positives_from_keys
+    from codi_sdk.training.recipe import ToyWorldRecipe
+    from codi_sdk.training.stages import UNNAMED_COLOR, ToyWorldTrainer
+
+    small = dict(n_pairs={"text": 40, "audio": 16}, unnamed_colors=0.25, auxiliary_colors_align={})
+    plain = ToyWorldTrainer(tmp_path / "a", ToyWorldRecipe(**small, unnamed_colors_exclusive=[]), progress=False)
+    excl = ToyWorldTrainer(tmp_path / "b", ToyWorldRecipe(**small, unnamed_colors_exclusive=["audio"]), progress=False)
+    a, b = plain._alignment_batch("audio", 2, 8), excl._alignment_batch("audio", 2, 8)
+    assert a["captions"] == b["captions"] and a["sample_keys"][:6] == b["sample_keys"][:6]  # named items: as before
+    assert all(dict(k)["color"] == UNNAMED_COLOR and dict(k).items() >= dict(ka).items()
+               for k, ka in zip(b["sample_keys"][6:], a["sample_keys"][6:]))
+    red = [(("color", "red"), ("shape", "circle"), ("motion", "left"))]
+    assert positives_from_keys(a["sample_keys"][6:], red).any()  # as trained before: "a red circle" could match
+    for k, cap in zip(b["sample_keys"][6:], b["keys"][6:]):
+        assert not positives_from_keys([k], [(("color", c),) for c in ("red", "green", "blue", "yellow")]).any()
+        assert positives_from_keys([k], [cap]).all()  # its own colour-less caption stays a positive
+
+
 def test_unnamed_colour_scenes_stay_away_from_every_toyworld_colour_and_pitch():
     import colorsys
 

@@ -18,6 +18,7 @@ def training_card(modality: str, run: Path, eval_results: list[dict] | None = No
     state = json.loads((run / "state.json").read_text())
     recipe = state.get("recipe", {})
     auxiliary = ToyWorldRecipe.per(recipe.get("auxiliary_colors") or 0.0, modality, 0.0)
+    align_share = (recipe.get("auxiliary_colors_align") or {}).get(modality, auxiliary)
     lines = [
         f"# Training card — codi-{modality}, ToyWorld weights",
         "",
@@ -26,6 +27,7 @@ def training_card(modality: str, run: Path, eval_results: list[dict] | None = No
         "",
         f"- seed: {recipe.get('seed')}",
         *([f"- training-only colours (orange, cyan, purple, pink) in {auxiliary:.0%} of the items"] if auxiliary else []),
+        *([f"- training-only colours in {align_share:.0%} of the items of its alignment (stage 1)"] if align_share != auxiliary else []),
         f"- files: {', '.join(sorted(p.name for p in (run / modality).iterdir() if p.is_dir()))}",
         f"- size in the run folder (float32): {sum(f.stat().st_size for f in (run / modality).rglob('*') if f.is_file()) / 1e6:.2f} MB"
         " (shipped as float16: about half)",

@@ -31,6 +31,8 @@ from .recipe import ToyWorldRecipe
 logger = logging.getLogger(__name__)
 
 BRIDGE = "text"
+#: The colour an unnamed-colour item shows with ``unnamed_colors_exclusive``: compatible with no caption that names one.
+UNNAMED_COLOR = "unnamed"
 TOYWORLD_NATIVE = ("text", "image", "video", "audio")
 
 
@@ -138,12 +140,18 @@ class ToyWorldTrainer:
 
         set_seed(zlib.crc32(f"{self.recipe.seed}:{name}".encode()), device_specific=True)
 
-    def pairs(self, m: str) -> Pairs:
-        if m not in self._pairs:
-            renderer = None if m in TOYWORLD_NATIVE else self.registry.get(m).render_toyworld
-            auxiliary = self.recipe.per(self.recipe.auxiliary_colors, m, 0.0) if renderer is None else 0.0  # a plugin's renderer knows ToyWorld's colours only
-            self._pairs[m] = render_pairs(m, self.recipe.n_pairs.get(m, 2000), self.recipe.seed, self.progress, renderer, auxiliary)
-        return self._pairs[m]
+    def pairs(self, m: str, stage: int = 2) -> Pairs:
+        """``m``'s (caption, sample) pairs; ``stage=1``: those of its alignment, which differ only
+        where the recipe's ``auxiliary_colors_align`` gives ``m`` another training-only-colour share."""
+        renderer = None if m in TOYWORLD_NATIVE else self.registry.get(m).render_toyworld
+        r = self.recipe
+        auxiliary = r.per(r.auxiliary_colors, m, 0.0) if renderer is None else 0.0  # a plugin's renderer knows ToyWorld's colours only
+        key = m
+        if stage == 1 and renderer is None and r.auxiliary_colors_align.get(m, auxiliary) != auxiliary:
+            auxiliary, key = r.auxiliary_colors_align[m], ("align", m)
+        if key not in self._pairs:
+            self._pairs[key] = render_pairs(m, r.n_pairs.get(m, 2000), r.seed, self.progress, renderer, auxiliary)
+        return self._pairs[key]
 
     def shows(self, m: str) -> tuple[str, ...]:
         """The ToyWorld attributes modality ``m``'s samples show (its keys in contrastive losses)."""
@@ -311,13 +319,13 @@ class ToyWorldTrainer:
             self._pairs[("unnamed", m)] = render_unnamed_pairs(m, n, self.recipe.seed, self.progress)
         return self._pairs[("unnamed", m)]
 
-    def _mixed_indices(self, m: str, step: int, bs: int, share: float) -> list[tuple[Pairs, torch.Tensor]]:
+    def _mixed_indices(self, m: str, step: int, bs: int, share: float, stage: int = 2) -> list[tuple[Pairs, torch.Tensor]]:
         """A batch's ``(pairs, indices)`` parts: ``share`` of ``bs`` (rounded) from
-        :meth:`unnamed_pairs` when there are any, the rest from :meth:`pairs` (the indices a batch
-        without them would draw)."""
+        :meth:`unnamed_pairs` when there are any, the rest from :meth:`pairs` of ``stage`` (the
+        indices a batch without them would draw)."""
         unnamed = self.unnamed_pairs(m)
         k = round(bs * share) if unnamed is not None else 0
-        named = self.pairs(m)
+        named = self.pairs(m, stage)
         out = [(named, self._rank_indices(len(named), bs - k, step))]
         if k:
             out.append((unnamed, self._rank_indices(len(unnamed), k, step, stream=1)))
@@ -328,9 +336,12 @@ class ToyWorldTrainer:
         :meth:`unnamed_pairs`, the rest from :meth:`pairs`. With ``paraphrases`` each item also
         brings a second caption of its own: odd items a partial one, even items a second full one."""
         parts, shown = [], self.shows(m)
-        for p, idx in self._mixed_indices(m, step, bs, self.recipe.unnamed_colors):
+        exclusive = m in self.recipe.unnamed_colors_exclusive and "color" in shown
+        for j, (p, idx) in enumerate(self._mixed_indices(m, step, bs, self.recipe.unnamed_colors, stage=1)):
             batch = {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
                      "samples": p.samples[idx], "sample_keys": [restrict_key(p.keys[i], shown) for i in idx]}
+            if j and exclusive:  # an unnamed colour is none of the named ones
+                batch["sample_keys"] = [(("color", UNNAMED_COLOR),) + k for k in batch["sample_keys"]]
             if paraphrases:
                 batch["paraphrases"] = [p.partial[i] if j % 2 else p.paraphrases[i] for j, i in enumerate(idx)]
                 batch["paraphrase_keys"] = [p.partial_keys[i] if j % 2 else p.keys[i] for j, i in enumerate(idx)]
