@@ -54,9 +54,9 @@ class ToyWorldRecipe(BaseModel):
     align_batch: dict[str, int] | int = {"image": 64, "video": 32, "audio": 64}
     align_lr: dict[str, float] | float = {"image": 1e-3, "video": 2e-3, "audio": 1e-3}
     align_warm_start: list[str] = Field(
-        ["video"], description="modalities whose new encoder starts from the encoders the bridge trained "
-        "(Encoder.warm_start: video copies the image encoder into its frame encoder) before its alignment; "
-        "default [\"video\"]",
+        ["video"], description="modalities whose new encoder starts from the encoders aligned before it (the "
+        "bridge's, then in modality order; Encoder.warm_start: video copies the image encoder into its frame "
+        "encoder) before its alignment; default [\"video\"]",
     )
     align_frozen: dict[str, list[str]] = Field(
         {"video": ["frames"]}, description="per modality: parts of its encoder (attribute names) kept fixed during "

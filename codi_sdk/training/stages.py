@@ -333,14 +333,16 @@ class ToyWorldTrainer:
 
     def _alignment_batch(self, m: str, step: int, bs: int, paraphrases: bool = False) -> dict:
         """One stage-1 batch of ``m``'s pairs: ``unnamed_colors`` of it (rounded) from
-        :meth:`unnamed_pairs`, the rest from :meth:`pairs`. With ``paraphrases`` each item also
-        brings a second caption of its own: odd items a partial one, even items a second full one."""
+        :meth:`unnamed_pairs`, the rest from :meth:`pairs` of stage 1. With ``paraphrases`` each item
+        also brings a second caption of its own: odd items a partial one, even items a second full
+        one. With ``unnamed_colors_exclusive`` the unnamed-colour items show the colour
+        :data:`UNNAMED_COLOR`, so no caption naming a colour is their positive."""
         parts, shown = [], self.shows(m)
         exclusive = m in self.recipe.unnamed_colors_exclusive and "color" in shown
-        for j, (p, idx) in enumerate(self._mixed_indices(m, step, bs, self.recipe.unnamed_colors, stage=1)):
+        for part, (p, idx) in enumerate(self._mixed_indices(m, step, bs, self.recipe.unnamed_colors, stage=1)):
             batch = {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
                      "samples": p.samples[idx], "sample_keys": [restrict_key(p.keys[i], shown) for i in idx]}
-            if j and exclusive:  # an unnamed colour is none of the named ones
+            if part and exclusive:  # the unnamed-colour part: its colour is none of the named ones
                 batch["sample_keys"] = [(("color", UNNAMED_COLOR),) + k for k in batch["sample_keys"]]
             if paraphrases:
                 batch["paraphrases"] = [p.partial[i] if j % 2 else p.paraphrases[i] for j, i in enumerate(idx)]
