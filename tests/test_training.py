@@ -176,6 +176,10 @@ def test_exclusive_unnamed_colours_are_negatives_of_every_caption_naming_a_colou
     for k, cap in zip(b["sample_keys"][6:], b["keys"][6:]):
         assert not positives_from_keys([k], [(("color", c),) for c in ("red", "green", "blue", "yellow")]).any()
         assert positives_from_keys([k], [cap]).all()  # its own colour-less caption stays a positive
+    most = ToyWorldTrainer(tmp_path / "c", ToyWorldRecipe(**small | {"unnamed_colors": 0.6}, unnamed_colors_exclusive=["audio"]),
+                           progress=False)
+    tiny = most._alignment_batch("audio", 2, 1)  # rounding gives the one item to the unnamed share: no named part
+    assert "color" not in dict(tiny["keys"][0]) and dict(tiny["sample_keys"][0])["color"] == UNNAMED_COLOR
 
 
 def test_unnamed_colour_scenes_stay_away_from_every_toyworld_colour_and_pitch():

@@ -339,10 +339,11 @@ class ToyWorldTrainer:
         :data:`UNNAMED_COLOR`, so no caption naming a colour is their positive."""
         parts, shown = [], self.shows(m)
         exclusive = m in self.recipe.unnamed_colors_exclusive and "color" in shown
-        for part, (p, idx) in enumerate(self._mixed_indices(m, step, bs, self.recipe.unnamed_colors, stage=1)):
+        unnamed = self.unnamed_pairs(m)
+        for p, idx in self._mixed_indices(m, step, bs, self.recipe.unnamed_colors, stage=1):
             batch = {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
                      "samples": p.samples[idx], "sample_keys": [restrict_key(p.keys[i], shown) for i in idx]}
-            if part and exclusive:  # the unnamed-colour part: its colour is none of the named ones
+            if exclusive and p is unnamed:  # its colour is none of the named ones
                 batch["sample_keys"] = [(("color", UNNAMED_COLOR),) + k for k in batch["sample_keys"]]
             if paraphrases:
                 batch["paraphrases"] = [p.partial[i] if j % 2 else p.paraphrases[i] for j, i in enumerate(idx)]
