@@ -339,7 +339,7 @@ class ToyWorldTrainer:
         :data:`UNNAMED_COLOR`, so no caption naming a colour is their positive."""
         parts, shown = [], self.shows(m)
         exclusive = m in self.recipe.unnamed_colors_exclusive and "color" in shown
-        unnamed = self.unnamed_pairs(m)
+        unnamed = self.unnamed_pairs(m) if exclusive else None
         for p, idx in self._mixed_indices(m, step, bs, self.recipe.unnamed_colors, stage=1):
             batch = {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
                      "samples": p.samples[idx], "sample_keys": [restrict_key(p.keys[i], shown) for i in idx]}
