@@ -206,6 +206,71 @@ def test_unnamed_colour_scenes_stay_away_from_every_toyworld_colour_and_pitch():
     assert unnamed_color_scene(np.random.default_rng(5)) == scenes[5]  # seeded
 
 
+def test_subharmonic_unnamed_scenes_sound_a_toyworld_pitch_divided_and_keep_away_from_it():
+    import numpy as np
+
+    from codi_sdk.toyworld.render import PITCH
+    from codi_sdk.toyworld.scenes import UNNAMED_SUBHARMONICS, unnamed_color_scene
+
+    plain = [unnamed_color_scene(np.random.default_rng(i)) for i in range(300)]
+    assert [unnamed_color_scene(np.random.default_rng(i), 0.0) for i in range(300)] == plain  # 0: as before
+    sub = [unnamed_color_scene(np.random.default_rng(i), 0.3) for i in range(300)]
+    divided = [s for s in sub if any(np.isclose(s.pitch, p / k) for p in PITCH.values() for k in UNNAMED_SUBHARMONICS)]
+    assert 60 <= len(divided) <= 120  # about 0.3 of them
+    assert {round(s.pitch, 1) for s in divided} >= {130.8, 164.8, 196.0}  # an octave below red, green, blue
+    assert all(95 <= s.pitch <= 680 and all(abs(12 * np.log2(s.pitch / p)) >= 1 for p in PITCH.values()) for s in sub)
+    assert min(s.pitch for s in sub if s not in divided) < 200  # the range reaches below the plain one
+    assert [(s.shape, s.motion, s.rgb) for s in sub] == [(s.shape, s.motion, s.rgb) for s in plain]  # pitch only
+    with pytest.raises(ValueError, match="share"):
+        unnamed_color_scene(np.random.default_rng(0), 1.5)
+
+
+def test_stage_one_draws_its_unnamed_sounds_with_subharmonics_and_the_vae_keeps_the_plain_ones(tmp_path):
+    from codi_sdk.training.recipe import ToyWorldRecipe
+    from codi_sdk.training.stages import ToyWorldTrainer
+
+    kw = dict(n_pairs={"text": 40, "audio": 20}, unnamed_colors=0.5, unnamed_colors_vae={"audio": 0.5})
+    trainer = ToyWorldTrainer(tmp_path / "a", ToyWorldRecipe(**kw, unnamed_subharmonics={"audio": 0.5}), progress=False)
+    plain = ToyWorldTrainer(tmp_path / "b", ToyWorldRecipe(**kw, unnamed_subharmonics={}), progress=False)
+    one, two = trainer.unnamed_pairs("audio", stage=1), trainer.unnamed_pairs("audio")
+    assert one is not two and one is trainer.unnamed_pairs("audio", stage=1) and len(one) == len(two) == 10
+    assert torch.equal(two.samples, plain.unnamed_pairs("audio").samples)  # the VAE's data: unchanged
+    assert plain.unnamed_pairs("audio", stage=1) is plain.unnamed_pairs("audio")  # share 0: one set
+    assert not torch.equal(one.samples, two.samples) and one.keys == two.keys  # same scenes, other pitches
+    batch = trainer._alignment_batch("audio", 0, 8)
+    assert any(any(torch.equal(x, u) for u in one.samples) for x in batch["samples"][4:])
+    assert ToyWorldRecipe().unnamed_subharmonics == {"audio": 0.3} and ToyWorldRecipe().align_partial == {"audio": 1.0}
+    with pytest.raises(ValueError, match=r"each share must be in \[0, 1\)"):
+        ToyWorldRecipe(unnamed_subharmonics={"audio": 1.0})
+    with pytest.raises(ValueError):
+        ToyWorldRecipe(align_partial={"audio": -1.0})
+
+
+def test_alignment_loss_reads_the_encoder_against_second_captions_with_a_partial_weight():
+    from codi_sdk.registry import get_registry
+    from codi_sdk.training.losses import AlignmentLoss
+
+    torch.manual_seed(0)
+    reg = get_registry()
+    text, enc = reg.get("text").init_encoder().eval(), reg.get("image").init_encoder()
+    caps = ["a red circle moving left", "a blue square moving up", "a green triangle moving down", "a yellow circle moving right"]
+    keys = [(("color", c), ("shape", s), ("motion", m)) for c, s, m in
+            (("red", "circle", "left"), ("blue", "square", "up"), ("green", "triangle", "down"), ("yellow", "circle", "right"))]
+    paras = ["a red circle moving left", "something blue moving up", "a green triangle", "a yellow circle moving right"]
+    pkeys = [keys[0], (("color", "blue"), ("motion", "up")), (("color", "green"), ("shape", "triangle")), keys[3]]
+    x = torch.rand(4, 3, 32, 32)
+    with_part = AlignmentLoss(text, enc, train_text=False, partial=0.5)
+    logs = with_part(caps, keys, x, paraphrases=paras, paraphrase_keys=pkeys)
+    assert set(logs) == {"nce", "gap", "part", "loss"} and "para" not in logs
+    torch.testing.assert_close(logs["loss"], logs["nce"] + logs["gap"] + 0.5 * logs["part"])
+    logs["loss"].backward()
+    assert all(p.grad is None for p in text.parameters()) and any(p.grad is not None for p in enc.parameters())
+    plain = AlignmentLoss(text, enc, train_text=False)(caps, keys, x, paraphrases=paras, paraphrase_keys=pkeys)
+    assert set(plain) == {"nce", "gap", "loss"}  # weight 0: the second captions are not read
+    with pytest.raises(ValueError, match="train_text=False"):
+        AlignmentLoss(text, enc, train_text=True, partial=1.0)
+
+
 def test_unnamed_colour_pairs_are_captioned_without_colour_and_show_their_own_colour():
     from codi_sdk.toyworld.probes import probe
     from codi_sdk.toyworld.render import PARTIAL_TEMPLATES

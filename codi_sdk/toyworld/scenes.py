@@ -96,6 +96,10 @@ UNNAMED_MIN_HUE_DEG = 25.0
 UNNAMED_MIN_SEMITONES = 1.0
 #: The range of an unnamed colour's fundamental (Hz): around ToyWorld's pitches and the auxiliary ones.
 UNNAMED_PITCH_RANGE = (200.0, 680.0)
+#: With sub-harmonic pitches (``unnamed_color_scene(rng, subharmonics=...)``): the range, widened down
+#: so that a ToyWorld pitch divided by 2 to 5 (:data:`UNNAMED_SUBHARMONICS`) can be drawn.
+UNNAMED_SUBHARMONIC_PITCH_RANGE = (95.0, 680.0)
+UNNAMED_SUBHARMONICS: tuple[int, ...] = (2, 3, 4, 5)
 #: The per-channel fill jitter of every rendering (TOYWORLD.md: uniform in [−20, 20]).
 COLOR_JITTER = 20
 
@@ -141,13 +145,20 @@ def _hue_deg(rgb) -> float:
     return 360.0 * colorsys.rgb_to_hsv(*(c / 255.0 for c in rgb))[0]
 
 
-def unnamed_color_scene(rng: np.random.Generator) -> TrainingScene:
+def unnamed_color_scene(rng: np.random.Generator, subharmonics: float = 0.0) -> TrainingScene:
     """A :class:`TrainingScene` of any shape and motion in a colour without a name: a random hue at
     least :data:`UNNAMED_MIN_HUE_DEG` from every ToyWorld colour's (saturation 0.6–1, value 0.7–1), and
     a random pitch (log-uniform in :data:`UNNAMED_PITCH_RANGE`) at least :data:`UNNAMED_MIN_SEMITONES`
     from every ToyWorld pitch; its RGB is also more than twice :data:`COLOR_JITTER` from every ToyWorld
     colour in some channel, so no rendering of it is a possible rendering of a ToyWorld colour. So its
-    pairs never show a ToyWorld colour, held-out pairs included."""
+    pairs never show a ToyWorld colour, held-out pairs included.
+
+    With ``subharmonics`` > 0 the pitch range is :data:`UNNAMED_SUBHARMONIC_PITCH_RANGE`, and that share
+    of the scenes instead sound a ToyWorld pitch divided by one of :data:`UNNAMED_SUBHARMONICS` (still at
+    least :data:`UNNAMED_MIN_SEMITONES` from every ToyWorld pitch): their harmonics fall on named
+    pitches, the case of a held-out sawtooth whose second harmonic is another colour's fundamental."""
+    if not 0 <= subharmonics <= 1:
+        raise ValueError(f"subharmonics is a share in [0, 1], got {subharmonics}")
     import colorsys
 
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
@@ -160,11 +171,18 @@ def unnamed_color_scene(rng: np.random.Generator) -> TrainingScene:
             max(abs(a - b) for a, b in zip(rgb, base)) <= 2 * COLOR_JITTER for base in COLORS.values()
         ):
             break  # not even a jittered rendering of it can look like a jittered ToyWorld colour
-    lo, hi = np.log2(UNNAMED_PITCH_RANGE)
+    far = lambda f: all(abs(12 * np.log2(f / p)) >= UNNAMED_MIN_SEMITONES for p in PITCH.values())  # noqa: E731
+    lo, hi = np.log2(UNNAMED_SUBHARMONIC_PITCH_RANGE if subharmonics else UNNAMED_PITCH_RANGE)
     while True:
         pitch = float(2.0 ** rng.uniform(lo, hi))
-        if all(abs(12 * np.log2(pitch / p)) >= UNNAMED_MIN_SEMITONES for p in PITCH.values()):
+        if far(pitch):
             break
+    if subharmonics and rng.uniform() < subharmonics:
+        named = tuple(PITCH.values())
+        while True:
+            pitch = named[int(rng.integers(len(named)))] / int(rng.integers(UNNAMED_SUBHARMONICS[0], UNNAMED_SUBHARMONICS[-1] + 1))
+            if pitch >= UNNAMED_SUBHARMONIC_PITCH_RANGE[0] and far(pitch):
+                break
     return TrainingScene(UNNAMED, shape, motion, rgb=rgb, pitch=pitch)
 
 

@@ -111,18 +111,19 @@ def render_pairs(modality: str, n: int, seed: int = 0, progress: bool = True, re
     return Pairs(modality, caps, keys, parts, pkeys, stacked, paras)
 
 
-def render_unnamed_pairs(modality: str, n: int, seed: int = 0, progress: bool = True) -> Pairs:
+def render_unnamed_pairs(modality: str, n: int, seed: int = 0, progress: bool = True, subharmonics: float = 0.0) -> Pairs:
     """``n`` training pairs of ``modality`` in colours without a name
     (:func:`~codi_sdk.toyworld.scenes.unnamed_color_scene`: any hue and pitch away from ToyWorld's),
     captioned by shape and motion ("a triangle moving left"; partial: that or "a triangle"), never
     by colour. Contrasted with such captions, an encoder learns to read shape whatever the colour.
-    Item ``i`` draws everything from its own ``unnamed`` seed stream."""
+    Item ``i`` draws everything from its own ``unnamed`` seed stream. ``subharmonics``: that share of
+    the items pitched at a ToyWorld pitch divided by 2 to 5 (``unnamed_color_scene``)."""
     if modality not in ("image", "video", "audio"):
         raise ValueError(f"unnamed-colour pairs are rendered for image, video and audio; got {modality!r}")
     caps, keys, parts, pkeys, paras, samples = [], [], [], [], [], []
     for i in tqdm(range(n), desc=f"render {modality} (unnamed colours)", disable=not progress, leave=False):
         rng = item_rng("train", i, "unnamed", seed)
-        scene = unnamed_color_scene(rng)
+        scene = unnamed_color_scene(rng, subharmonics)
         caps.append(partial_caption(scene, rng, _UNNAMED_FULL)[0])
         paras.append(partial_caption(scene, rng, _UNNAMED_FULL)[0])
         keys.append(key_of(scene, _UNNAMED_FULL))

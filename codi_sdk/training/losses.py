@@ -60,7 +60,10 @@ class AlignmentLoss(nn.Module):
     """Stage 1: contrastive alignment of an encoder to the text (bridge) encoder.
 
     If ``train_text`` the text encoder learns too (the first pair, text–image, and text–text
-    paraphrases); otherwise it is frozen and only ``encoder`` moves (bridging alignment).
+    paraphrases); otherwise it is frozen and only ``encoder`` moves (bridging alignment), and
+    ``partial`` > 0 adds that weight of a second InfoNCE between the encoder's embeddings and the
+    items' second captions (``paraphrases``: partial ones such as "something red moving left", or
+    other full ones), so that each attribute is also read against captions naming it alone.
 
     ``pull`` weights a second term, ``1 - cos(C_m(x), C_text(caption))`` with the text side
     detached: InfoNCE alone only orders similarities and leaves a *modality gap* (image embeddings
@@ -69,12 +72,16 @@ class AlignmentLoss(nn.Module):
     is an in-distribution condition.
     """
 
-    def __init__(self, text_encoder: Encoder, encoder: Encoder | None, train_text: bool, pull: float = 1.0):
+    def __init__(self, text_encoder: Encoder, encoder: Encoder | None, train_text: bool, pull: float = 1.0, partial: float = 0.0):
         super().__init__()
+        if partial and (train_text or encoder is None):
+            raise ValueError("partial weights an encoder's term against a frozen text encoder's second captions: "
+                             "it needs an encoder and train_text=False")
         self.text_encoder = text_encoder
         self.encoder = encoder
         self.train_text = train_text
         self.pull = pull
+        self.partial = partial
         self.logit_scale = LogitScale()
         self.text_encoder.requires_grad_(train_text)
 
@@ -91,11 +98,17 @@ class AlignmentLoss(nn.Module):
             logs["nce"] = multi_positive_info_nce(emb, text, pos, self.logit_scale())
             logs["gap"] = 1 - F.cosine_similarity(emb, text.detach(), dim=-1).mean()
             loss = loss + logs["nce"] + self.pull * logs["gap"]
-        if paraphrases is not None:
+        if paraphrases is not None and self.train_text:
             para = self.text_encoder(list(paraphrases)).pooled
             pos = positives_from_keys(keys, paraphrase_keys, text.device)
             logs["para"] = multi_positive_info_nce(text, para, pos, self.logit_scale())
             loss = loss + logs["para"]
+        elif paraphrases is not None and self.partial:
+            with torch.no_grad():
+                para = self.text_encoder(list(paraphrases)).pooled
+            pos = positives_from_keys(keys if sample_keys is None else sample_keys, paraphrase_keys, text.device)
+            logs["part"] = multi_positive_info_nce(emb, para, pos, self.logit_scale())
+            loss = loss + self.partial * logs["part"]
         logs["loss"] = loss
         return logs
 

@@ -111,12 +111,27 @@ class ToyWorldRecipe(BaseModel):
         "colour, instead of its auxiliary_colors share (absent: that share). Default {\"audio\": 0.25}: the audio "
         "encoder learns pitch from every timbre, while audio's VAE and denoiser keep ToyWorld's colours only",
     )
+    unnamed_subharmonics: dict[str, float] = Field(
+        {"audio": 0.3}, description="stage 1 only: per modality, the share of its unnamed-colour alignment items "
+        "pitched at a ToyWorld pitch divided by 2 to 5, with the unnamed pitch range widened down to 95 Hz "
+        "(toyworld.scenes.unnamed_color_scene): their harmonics fall on named pitches, so the encoder learns that a "
+        "named pitch heard above a lower fundamental is a harmonic, not that colour (a held-out red sawtooth's "
+        "second harmonic is yellow's pitch). The VAE and denoiser sub-stages keep the plain unnamed colours. "
+        "Default {\"audio\": 0.3}; absent: 0",
+    )
+    align_partial: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        {"audio": 1.0}, description="stage 1, encoders aligned to the frozen text encoder: per modality, the weight "
+        "of a second InfoNCE term between the encoder's embeddings and a second caption of each item (odd items "
+        "a partial caption such as \"something red moving left\", even items another full caption), positives by "
+        "compatible keys: each attribute is then read against captions that name it alone. Default "
+        "{\"audio\": 1.0}; absent or 0: none",
+    )
     side_lane: list[str] = Field(
         ["image", "video"], description="with `codi train --jobs 2`: modalities whose stage 2 runs in a second "
         "process (in this order), beside the main one that runs the alignments, the other modalities and the joint stages",
     )
 
-    @field_validator("auxiliary_colors", "auxiliary_colors_align", "unnamed_colors_vae", "unnamed_colors_unet")
+    @field_validator("auxiliary_colors", "auxiliary_colors_align", "unnamed_colors_vae", "unnamed_colors_unet", "unnamed_subharmonics")
     @classmethod
     def _share(cls, v: float | dict[str, float]) -> float | dict[str, float]:
         bad = {k: x for k, x in (v.items() if isinstance(v, dict) else [("all", v)]) if not 0 <= x < 1}

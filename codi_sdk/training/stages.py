@@ -300,30 +300,36 @@ class ToyWorldTrainer:
                                      f"({type(enc).__name__}); its parts: {', '.join(n for n, _ in enc.named_children())}")
                 module.requires_grad_(False)
 
-            def batches(step, m=m, bs=r.per(r.align_batch, m, 64)):
-                return self._alignment_batch(m, step, bs)
+            partial = r.align_partial.get(m, 0.0)
 
-            result = self._fit(f"1-align-{m}", AlignmentLoss(text_enc, enc, train_text=False), batches, r.steps(r.align_steps, m, 500), r.per(r.align_lr, m, 1e-3))
+            def batches(step, m=m, bs=r.per(r.align_batch, m, 64), partial=partial):
+                return self._alignment_batch(m, step, bs, paraphrases=partial > 0)
+
+            loss = AlignmentLoss(text_enc, enc, train_text=False, partial=partial)
+            result = self._fit(f"1-align-{m}", loss, batches, r.steps(r.align_steps, m, 500), r.per(r.align_lr, m, 1e-3))
             self._save(enc, self.out / m / "encoder")
             self._mark(f"1-align-{m}", *result)
 
-    def unnamed_pairs(self, m: str) -> Pairs | None:
+    def unnamed_pairs(self, m: str, stage: int = 2) -> Pairs | None:
         """``m``'s pairs in colours without a name (recipe ``unnamed_colors`` for stage 1,
         ``unnamed_colors_vae`` for the VAE and decoder sub-stages, ``unnamed_colors_unet`` for the
-        denoiser's; ToyWorld's own image, video and audio only), or None."""
+        denoiser's; ToyWorld's own image, video and audio only), or None. Stage 1 draws the recipe's
+        ``unnamed_subharmonics`` share of them at sub-harmonic pitches (a set of its own when > 0)."""
         share = max(self.recipe.unnamed_colors, self._unnamed_share(m, "vae"), self._unnamed_share(m, "unet"))
         if not share or m not in TOYWORLD_NATIVE or m == BRIDGE:
             return None
-        if ("unnamed", m) not in self._pairs:
+        sub = self.recipe.unnamed_subharmonics.get(m, 0.0) if stage == 1 else 0.0
+        key = ("unnamed", m, sub) if sub else ("unnamed", m)
+        if key not in self._pairs:
             n = max(1, round(self.recipe.n_pairs.get(m, 2000) * share))
-            self._pairs[("unnamed", m)] = render_unnamed_pairs(m, n, self.recipe.seed, self.progress)
-        return self._pairs[("unnamed", m)]
+            self._pairs[key] = render_unnamed_pairs(m, n, self.recipe.seed, self.progress, subharmonics=sub)
+        return self._pairs[key]
 
     def _mixed_indices(self, m: str, step: int, bs: int, share: float, stage: int = 2) -> list[tuple[Pairs, torch.Tensor]]:
         """A batch's ``(pairs, indices)`` parts: ``share`` of ``bs`` (rounded) from
         :meth:`unnamed_pairs` when there are any, the rest from :meth:`pairs` of ``stage`` (the
         indices a batch without them would draw)."""
-        unnamed = self.unnamed_pairs(m)
+        unnamed = self.unnamed_pairs(m, stage) if share else None
         k = round(bs * share) if unnamed is not None else 0
         named = self.pairs(m, stage)
         out = [(named, self._rank_indices(len(named), bs - k, step))]
@@ -339,7 +345,7 @@ class ToyWorldTrainer:
         :data:`UNNAMED_COLOR`, so no caption naming a colour is their positive."""
         parts, shown = [], self.shows(m)
         exclusive = m in self.recipe.unnamed_colors_exclusive and "color" in shown
-        unnamed = self.unnamed_pairs(m) if exclusive else None
+        unnamed = self.unnamed_pairs(m, stage=1) if exclusive else None
         for p, idx in self._mixed_indices(m, step, bs, self.recipe.unnamed_colors, stage=1):
             batch = {"captions": [p.captions[i] for i in idx], "keys": [p.keys[i] for i in idx],
                      "samples": p.samples[idx], "sample_keys": [restrict_key(p.keys[i], shown) for i in idx]}

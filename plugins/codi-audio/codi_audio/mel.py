@@ -33,6 +33,11 @@ class MelSpectrogram(nn.Module, ConfigMixin):
 
     The filterbank and window are non-persistent buffers: nothing here is learned, the config
     is the whole state. Save it next to the component it feeds with :meth:`save_config`.
+
+    ``frequency_scale="log"`` replaces the Slaney mel filters by ``n_mels`` triangles evenly spaced
+    in log-frequency between ``f_min`` (> 0) and ``f_max`` (:func:`log_filter_bank`), where a change
+    of pitch shifts a harmonic pattern without changing it. ``harmonics`` (log scale only) adds
+    :meth:`harmonic_log_spec`, the same bank read at those multiples of each bin's frequency.
     """
 
     config_name = "mel_config.json"
@@ -50,19 +55,31 @@ class MelSpectrogram(nn.Module, ConfigMixin):
         log_floor: float = 1e-5,
         shift: float = 0.0,
         scale: float = 1.0,
+        frequency_scale: str = "mel",
+        harmonics: list[float] | None = None,
     ):
         super().__init__()
         if win_length > n_fft:
             raise ValueError(f"win_length {win_length} must not exceed n_fft {n_fft}")
-        fb = mel_filter_bank(
-            num_frequency_bins=n_fft // 2 + 1,
-            num_mel_filters=n_mels,
-            min_frequency=f_min,
-            max_frequency=f_max,
-            sampling_rate=sampling_rate,
-            norm="slaney",
-            mel_scale="slaney",
-        )  # [n_freq, n_mels]
+        if frequency_scale == "mel":
+            fb = mel_filter_bank(
+                num_frequency_bins=n_fft // 2 + 1,
+                num_mel_filters=n_mels,
+                min_frequency=f_min,
+                max_frequency=f_max,
+                sampling_rate=sampling_rate,
+                norm="slaney",
+                mel_scale="slaney",
+            )  # [n_freq, n_mels]
+        elif frequency_scale == "log":
+            fb = log_filter_bank(n_fft // 2 + 1, n_mels, f_min, f_max, sampling_rate)
+        else:
+            raise ValueError(f"frequency_scale must be 'mel' or 'log', got {frequency_scale!r}")
+        if harmonics is not None:
+            if frequency_scale != "log" or not harmonics or min(harmonics) <= 0:
+                raise ValueError(f"harmonics (positive multiples) need frequency_scale='log'; got {harmonics!r}, {frequency_scale!r}")
+            stack = [log_filter_bank(n_fft // 2 + 1, n_mels, f_min, f_max, sampling_rate, multiple=h).T for h in harmonics]
+            self.register_buffer("harmonic_basis", torch.from_numpy(np.stack(stack)).float(), persistent=False)
         self.register_buffer("mel_basis", torch.from_numpy(np.ascontiguousarray(fb.T)).float(), persistent=False)
         self.register_buffer("mel_pinv", torch.linalg.pinv(self.mel_basis.double()).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
@@ -100,6 +117,16 @@ class MelSpectrogram(nn.Module, ConfigMixin):
         """:meth:`log_mel` from a magnitude STFT ``[B, n_fft // 2 + 1, T]`` already computed."""
         mel = torch.matmul(self.mel_basis.float(), magnitude)
         return torch.log(torch.clamp(mel, min=self.config.log_floor)).transpose(1, 2)
+
+    def harmonic_log_spec(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Harmonic stack ``[B, H, T, n_mels]`` (config ``harmonics``): channel h is the log filterbank
+        read at ``harmonics[h]`` times each filter's frequency, so that at a fundamental's bin the
+        channels hold its harmonics' energies (the HCQT of Bittner et al., 2017)."""
+        if self.config.harmonics is None:
+            raise ValueError("this front end has no harmonics (config harmonics=None)")
+        mag = self.magnitude(waveform)  # [B, F, T]
+        spec = torch.einsum("hnf,bft->bhtn", self.harmonic_basis.float(), mag)
+        return torch.log(torch.clamp(spec, min=self.config.log_floor))
 
     def normalize(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Log-mel -> the VAE's input range: ``(log_mel - shift) / scale``."""
@@ -139,6 +166,35 @@ class MelSpectrogram(nn.Module, ConfigMixin):
             for _ in range(nnls_iters):
                 s = s * target / (torch.matmul(basis.T, torch.matmul(basis, s)) + 1e-12)
         return s
+
+
+def log_filter_bank(
+    num_frequency_bins: int, num_filters: int, f_min: float, f_max: float, sampling_rate: int, multiple: float = 1.0
+) -> np.ndarray:
+    """Triangular filters ``[num_frequency_bins, num_filters]`` with centres evenly spaced in
+    log-frequency between ``f_min`` and ``f_max`` (a constant-Q layout: a change of pitch shifts a
+    harmonic pattern along the filter axis without changing its shape). Each triangle reaches its
+    neighbours' centres, and at least one STFT bin either side where those are closer than a bin;
+    each filter sums to 1. ``multiple`` scales every filter's frequencies (filters that end up past
+    the Nyquist frequency are zero).
+    """
+    if not 0 < f_min < f_max <= sampling_rate / 2:
+        raise ValueError(f"a log filterbank needs 0 < f_min < f_max <= {sampling_rate / 2}; got {f_min}, {f_max}")
+    freqs = np.linspace(0.0, sampling_rate / 2, num_frequency_bins)
+    bin_hz = freqs[1]
+    edges = np.geomspace(f_min, f_max, num_filters + 2) * multiple
+    fb = np.zeros((num_frequency_bins, num_filters))
+    for i in range(num_filters):
+        if edges[i + 1] + bin_hz >= freqs[-1]:
+            continue
+        lo = min(edges[i], edges[i + 1] - bin_hz)
+        c = edges[i + 1]
+        hi = max(edges[i + 2], c + bin_hz)
+        up = (freqs - lo) / (c - lo)
+        down = (hi - freqs) / (hi - c)
+        fb[:, i] = np.clip(np.minimum(up, down), 0.0, None)
+        fb[:, i] /= fb[:, i].sum()
+    return fb
 
 
 def fit_frames(log_mel: torch.Tensor, num_frames: int, pad_value: float) -> torch.Tensor:

@@ -57,6 +57,37 @@ def test_mel_of_440hz_sine_peaks_in_the_slaney_bin_nearest_440hz():
     assert math.isclose(float(log_mel.min()), math.log(1e-5), abs_tol=5.0)  # floor is log(1e-5)
 
 
+def test_log_filter_bank_centres_are_log_spaced_and_each_filter_sums_to_one():
+    from codi_audio.mel import log_filter_bank
+
+    fb = log_filter_bank(513, 64, 75.0, 8000.0, 16000)
+    assert fb.shape == (513, 64) and np.allclose(fb.sum(0), 1.0)
+    freqs = np.linspace(0.0, 8000.0, 513)
+    centres = (freqs[:, None] * fb).sum(0)  # each filter's centre of mass
+    steps = np.diff(np.log2(centres[8:]))  # past the lowest, where filters are a few STFT bins wide
+    assert np.all(steps > 0) and np.allclose(steps, steps.mean(), rtol=0.15)
+    high = log_filter_bank(513, 64, 75.0, 8000.0, 16000, multiple=4.0)
+    assert np.allclose(high[:, -1], 0.0) and np.allclose(high[:, 0].sum(), 1.0)  # past Nyquist: empty
+    with pytest.raises(ValueError, match="f_min"):
+        log_filter_bank(513, 64, 0.0, 8000.0, 16000)
+
+
+@pytest.mark.parametrize("f0", [261.63, 440.0])
+def test_harmonic_stack_puts_a_sines_harmonic_channels_an_octave_apart(f0):
+    mel = MelSpectrogram(frequency_scale="log", f_min=75.0, harmonics=[0.5, 1.0, 2.0])
+    stack = mel.harmonic_log_spec(torch.from_numpy(sine(f0))[None])
+    assert stack.shape == (1, 3, 100, 64)
+    peak = stack[0, :, 5:-5].mean(1).argmax(-1)  # per channel: the bin whose multiple holds the sine
+    per_octave = 65 / np.log2(8000.0 / 75.0)  # 66 log-spaced edges; bin i is centred at edge i + 1
+    assert abs(int(peak[1]) + 1 - per_octave * np.log2(f0 / 75.0)) <= 1
+    assert abs(int(peak[0] - peak[1]) - per_octave) <= 1  # read at half the frequency: an octave up
+    assert abs(int(peak[1] - peak[2]) - per_octave) <= 1  # read at twice: an octave down
+    with pytest.raises(ValueError, match="harmonics"):
+        MelSpectrogram(harmonics=[1.0, 2.0])  # Slaney mel has no harmonic stack
+    with pytest.raises(ValueError, match="no harmonics"):
+        MelSpectrogram().harmonic_log_spec(torch.zeros(1, 16000))
+
+
 def test_griffin_lim_reconstructs_a_sine_within_a_few_hz():
     mel = MelSpectrogram()
     log_mel = mel.log_mel(torch.from_numpy(sine(440.0))[None])
@@ -264,6 +295,23 @@ def test_encoder_outputs_normalised_tokens_in_the_shared_space():
     assert torch.allclose(out.pooled.norm(dim=-1), torch.ones(2), atol=1e-5)
     assert torch.equal(out.tokens[:, 0], out.pooled)
     assert not torch.allclose(out.pooled[0], out.pooled[1])  # different pitches, different codes
+    assert encoder.mel.config.harmonics == [0.5, 1.0, 2.0, 3.0, 4.0]  # the ToyWorld front end: a harmonic stack
+    assert encoder.clap.config.patch_embed_input_channels == 5
+
+
+def test_encoder_front_end_and_clap_channels_must_agree():
+    from transformers import ClapAudioConfig, ClapAudioModelWithProjection
+
+    from codi_audio.encoder import TOYWORLD_CLAP_CONFIG
+
+    one = ClapAudioModelWithProjection(ClapAudioConfig(**{**TOYWORLD_CLAP_CONFIG, "patch_embed_input_channels": 1}))
+    legacy = AudioEncoder(one)  # a one-channel tower alone gets AudioLDM's log-mel
+    assert legacy.mel.config.frequency_scale == "mel" and legacy.mel.config.harmonics is None
+    assert legacy.encode([torch.from_numpy(sine(330.0))]).pooled.shape == (1, 64)
+    three = AudioEncoder(mel=MelSpectrogram(frequency_scale="log", f_min=75.0, harmonics=[0.5, 1.0, 2.0]))
+    assert three.clap.config.patch_embed_input_channels == 3
+    with pytest.raises(ValueError, match="input channel"):
+        AudioEncoder(one, MelSpectrogram(frequency_scale="log", f_min=75.0, harmonics=[1.0, 2.0]))
 
 
 def test_zero_initialised_joint_attention_leaves_the_unet_unchanged():
