@@ -70,10 +70,11 @@ def test_shipped_weights_keep_their_attribute_accuracy(composer, task):
 # held-out scenes once, 20 steps; floors sit well below, at the noise of 12 scenes. The video rows'
 # floors sit below this sample's reading (83.3 and 79.2 %) and above the previous encoder's (72.2
 # and 66.7 %), so they catch a return to it.
-# audio->image (session 13's audio encoder: 74.8 % on 240 held-out items, CPU; was 58.8 %) reads each
-# scene twice: 72.9 % on this sample, the previous encoder 58.3 % (12 scenes once: 70.8 and 62.5 %).
+# audio->image (session 15's audio encoder, on the harmonic stack: 85.4 % on 240 held-out items, CPU;
+# session 13's 74.8 %, the one before 58.8 %) reads each scene twice: 91.7 % on this sample, session
+# 13's encoder 72.9 %, the one before 58.3 %; the floor sits between, so a return to either fails.
 HELDOUT_FLOORS: dict[str, float] = {"text->image": 0.7, "text->video": 0.7, "image->text": 0.7, "image->video": 0.65,
-                                    "video->text": 0.75, "video->image": 0.7, "audio->image": 0.65}
+                                    "video->text": 0.75, "video->image": 0.7, "audio->image": 0.8}
 HELDOUT_N: dict[str, int] = {"audio->image": 2 * N}
 
 
