@@ -614,8 +614,8 @@ def test_linear_schedule_ends_at_zero_and_constant_keeps_the_rate():
 
 @pytest.mark.slow
 def test_two_lanes_train_the_same_weights_as_one_process(tmp_path):
-    """`--jobs 2`: the side lane (image) and the main lane (alignments, text, audio) run in two
-    processes, the remaining joint stages after them; at one thread per process the weights are
+    """`--jobs 2`: the side lane (image, then the joint stages) and the main lane (bridge, alignments,
+    text, audio) run in two processes; at one thread per process the weights are
     bit-identical to a sequential run's, and every sub-stage is recorded once in state.json."""
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps(TINY))
@@ -642,11 +642,13 @@ def test_lanes_split_stage_2_and_keep_joint_stages_in_order(tmp_path):
 
     trainer = ToyWorldTrainer(tmp_path, ToyWorldRecipe(**TINY), modalities=["text", "image", "video", "audio"], progress=False)
     side, main = trainer.plan_lanes([1, 2, 3])
-    assert side == {"2-vae-image", "2-unet-image", "2-refine-image", "2-vae-video", "2-unet-video"}
-    assert {"1-align-image", "1-align-video", "1-align-audio", "2-unet-text", "2-decoder-audio", "2-refine-audio", "3-joint-image",
-            "3-joint-audio"} <= main
-    assert "3-joint-video" not in main | side and "1-bridge-image" not in main | side  # run before and after the lanes
+    # the side lane starts with the image VAE while the main lane trains the bridge, and ends with
+    # the joint stage of its last modality (nothing is left for the parent process)
+    assert side == {"2-vae-image", "2-unet-image", "2-refine-image", "2-vae-video", "2-unet-video", "3-joint-video"}
+    assert {"1-bridge-image", "1-align-image", "1-align-video", "1-align-audio", "2-unet-text", "2-decoder-audio",
+            "2-refine-audio", "3-joint-image", "3-joint-audio"} <= main and not main & side
     assert trainer.plan_lanes([3]) == []
+    assert "1-bridge-image" not in trainer.plan_lanes([2, 3])[1]
     with pytest.raises(RuntimeError, match="must run before"):  # stage 3 without the denoisers
         trainer.train_joint()
     # in a lane, a sub-stage of another lane is waited for, unless every other lane has finished

@@ -256,12 +256,13 @@ class ToyWorldTrainer:
         frozen text encoder on (text, m) pairs only."""
         dev = self.accelerator.device
         r = self.recipe
-        first = "image" if "image" in self.modalities else next(m for m in self.modalities if m != BRIDGE)
+        first = self._bridge_partner()
         name = f"1-bridge-{first}"
         if BRIDGE in self.frozen:
             first = BRIDGE  # the bridge is already aligned: align every other encoder to it
         elif self._skip(name):
-            self._await([name])  # the bridge is another lane's: wait for it
+            if any(m != BRIDGE and not self._skip(f"1-align-{m}") for m in self.modalities):
+                self._await([name])  # the bridge is another lane's: wait for it before aligning to it
         else:
             self._seed(name)
             text_enc = self.registry.get(BRIDGE).init_encoder().to(dev)
@@ -309,6 +310,11 @@ class ToyWorldTrainer:
             result = self._fit(f"1-align-{m}", loss, batches, r.steps(r.align_steps, m, 500), r.per(r.align_lr, m, 1e-3))
             self._save(enc, self.out / m / "encoder")
             self._mark(f"1-align-{m}", *result)
+
+    def _bridge_partner(self) -> str:
+        """The modality trained together with the text encoder in sub-stage ``1-bridge-<m>``: image
+        when installed, else the first other one."""
+        return "image" if "image" in self.modalities else next(m for m in self.modalities if m != BRIDGE)
 
     def unnamed_pairs(self, m: str, stage: int = 2) -> Pairs | None:
         """``m``'s pairs in colours without a name (recipe ``unnamed_colors`` for stage 1,
@@ -366,6 +372,8 @@ class ToyWorldTrainer:
         key = ("contexts", *captions)
         if key not in self._memo:
             if self._bridge_encoder is None:
+                if self.lane is not None and BRIDGE not in self.frozen:
+                    self._await([f"1-bridge-{self._bridge_partner()}"])  # another lane may still be training it
                 self._bridge_encoder = self.encoder(BRIDGE).eval()
             enc = self._bridge_encoder
             self._memo[key] = torch.cat([enc(captions[i : i + batch]).tokens for i in range(0, len(captions), batch)])
@@ -583,10 +591,12 @@ class ToyWorldTrainer:
         """The two lanes of :meth:`run_parallel`: ``[side, main]`` sets of sub-stage names.
 
         *side*: stage 2 of the recipe's ``side_lane`` modalities (ToyWorld: image, then video, which
-        starts from the trained image denoiser: the longest chain). *main*: the alignments, stage 2
-        of every other modality, and the joint stages of the modalities before the side lane's
-        last one (a joint stage waits for its denoisers). What neither lane holds (the bridge
-        before, the remaining joint stages after) runs in this process."""
+        starts from the trained image denoiser: the longest chain), then the joint stages from the
+        side lane's last modality on. *main*: the bridge, the alignments, stage 2 of every other
+        modality, and the joint stages of the modalities before the side lane's last one. A
+        sub-stage that needs another lane's waits for it: the side lane's first VAE trains while
+        the main lane trains the bridge, and a joint stage waits for its denoisers and the joint
+        stages before it."""
         stages = set(stages)
         side = [m for m in self.modalities if m in self.recipe.side_lane and m != BRIDGE and m not in self.frozen]
         if not side or 2 not in stages:
@@ -597,9 +607,13 @@ class ToyWorldTrainer:
         main: set[str] = set()
         if 1 in stages:
             main |= {f"1-align-{m}" for m in self.modalities if m != BRIDGE}
+            if BRIDGE not in self.frozen:
+                main.add(f"1-bridge-{self._bridge_partner()}")
         main |= set().union(*(stage2(m) for m in self.modalities if m not in side))
         if 3 in stages:
-            main |= {f"3-joint-{m}" for m in self.modalities[: self.modalities.index(side[-1])] if m != BRIDGE}
+            last = self.modalities.index(side[-1])
+            main |= {f"3-joint-{m}" for m in self.modalities[:last] if m != BRIDGE}
+            lane_side |= {f"3-joint-{m}" for m in self.modalities[last:] if m != BRIDGE}
         return [lane_side, main]
 
     def run_parallel(self, stages: Iterable[int] = (1, 2, 3), jobs: int = 2) -> dict:
@@ -623,10 +637,6 @@ class ToyWorldTrainer:
             return self.run(stages)
         if self.registry is not get_registry():
             raise ValueError("run_parallel trains the installed plugins only (its processes build the default registry)")
-        if 1 in stages:  # the bridge first: every lane needs the text encoder
-            self.allowed = {f"1-bridge-{m}" for m in self.modalities}
-            self.train_alignment()
-            self.allowed = None
         lanes = self.plan_lanes(stages)
         if lanes:
             threads = torch.get_num_threads()
@@ -650,7 +660,7 @@ class ToyWorldTrainer:
                 raise RuntimeError(f"training lane(s) {failed} failed (see their output above); rerun the same command to resume")
             self._read_others()
             self._forget()
-        return self.run(stages)  # whatever the lanes left: the remaining joint stages
+        return self.run(stages)  # whatever the lanes left (nothing, unless a lane's plan changes)
 
 
 def _run_lane(out: str, recipe: dict, modalities: list[str], allowed: list[str], lane: int, lanes: int,
