@@ -664,6 +664,55 @@ def test_lanes_split_stage_2_and_keep_joint_stages_in_order(tmp_path):
     assert lane.done("2-unet-image")
 
 
+_ORPHAN_PARENT = """
+import multiprocessing as mp, os, sys, threading, time
+from codi_sdk.training.stages import _exit_with_parent
+
+def lane(parent):
+    threading.Thread(target=_exit_with_parent, args=(parent, 0.05), daemon=True).start()
+    time.sleep(120)
+
+if __name__ == "__main__":
+    p = mp.get_context("spawn").Process(target=lane, args=(os.getpid(),))
+    p.start()
+    print(p.pid, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_lane_stops_once_its_training_process_is_killed(tmp_path):
+    """`kill` of `codi train --jobs 2` reaches only the main process: its lanes must not train on
+    as orphans (writing into the run folder beside a restarted run)."""
+    import time
+
+    import psutil
+
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        lane = psutil.Process(int(parent.stdout.readline()))
+        time.sleep(0.5)
+        assert lane.status() != psutil.STATUS_ZOMBIE  # it waits while its parent lives
+    finally:
+        parent.kill()
+        parent.wait()
+
+    def gone() -> bool:
+        try:
+            return lane.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.time() + 30
+    while time.time() < deadline and not gone():
+        time.sleep(0.1)
+    ended = gone()
+    if not ended:
+        lane.kill()
+    assert ended, "the lane outlived its training process"
+
+
 def test_bad_stage_is_refused():
     from typer.testing import CliRunner
 

@@ -666,6 +666,9 @@ class ToyWorldTrainer:
 def _run_lane(out: str, recipe: dict, modalities: list[str], allowed: list[str], lane: int, lanes: int,
               threads: int, all_threads: int, stages: list[int], frozen: list[str], progress: bool) -> None:
     """One lane of :meth:`ToyWorldTrainer.run_parallel` (a spawned process)."""
+    import threading
+
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="codi-lane-watch").start()
     torch.set_num_threads(threads)
     trainer = ToyWorldTrainer(out, ToyWorldRecipe(**recipe), modalities=modalities, allowed=allowed, lane=lane,
                               progress=progress)
@@ -677,3 +680,13 @@ def _run_lane(out: str, recipe: dict, modalities: list[str], allowed: list[str],
         trainer.run(stages)
     finally:
         (marks / f"{lane}.done").write_text("")  # the other lanes may now take this lane's threads
+
+
+def _exit_with_parent(parent: int, poll: float = 1.0) -> None:
+    """End this lane once the process that started it is gone (killed, say), instead of training
+    on as an orphan, writing into the run folder beside a restarted run (Ctrl+C stops every lane
+    itself; a ``kill`` of the main process reaches only that process)."""
+    while os.getppid() == parent:
+        time.sleep(poll)
+    logger.warning("the training process %d has ended: stopping this lane", parent)
+    os._exit(1)
