@@ -662,6 +662,13 @@ def test_lanes_split_stage_2_and_keep_joint_stages_in_order(tmp_path):
     lane.state["done"].pop("2-unet-image")  # recorded on disk only, as by another process
     lane._await(["2-unet-image"], poll=0.01)
     assert lane.done("2-unet-image")
+    # a lane reads the text encoder only once the lane that trains the bridge has recorded it
+    side = ToyWorldTrainer(tmp_path / "side", ToyWorldRecipe(**TINY), modalities=["text", "image"], progress=False,
+                           allowed={"2-unet-image"}, lane=0)
+    side._bridge_elsewhere = True
+    side._peers = lane._peers  # ... and stops, naming it, once no lane is left to train it
+    with pytest.raises(RuntimeError, match="1-bridge-image"):
+        side._contexts(["a red circle"])
 
 
 _ORPHAN_PARENT = """

@@ -90,6 +90,7 @@ class ToyWorldTrainer:
         self.lane = lane
         self._peers: list[Path] = []  # in a lane: the other lanes' "finished" marks
         self._all_threads = 0  # in a lane: the threads to take once the other lanes have finished
+        self._bridge_elsewhere = False  # in a lane: another lane trains the bridge (wait for it before reading it)
 
     # -- bookkeeping --------------------------------------------------------------------------------
     def _mark(self, name: str, losses: dict[str, float], seconds: float, steps: int | None = None) -> None:
@@ -372,7 +373,7 @@ class ToyWorldTrainer:
         key = ("contexts", *captions)
         if key not in self._memo:
             if self._bridge_encoder is None:
-                if self.lane is not None and BRIDGE not in self.frozen:
+                if self._bridge_elsewhere:
                     self._await([f"1-bridge-{self._bridge_partner()}"])  # another lane may still be training it
                 self._bridge_encoder = self.encoder(BRIDGE).eval()
             enc = self._bridge_encoder
@@ -676,6 +677,8 @@ def _run_lane(out: str, recipe: dict, modalities: list[str], allowed: list[str],
     marks = Path(out) / "lanes"
     trainer._peers = [marks / f"{k}.done" for k in range(lanes) if k != lane]
     trainer._all_threads = all_threads
+    bridge = f"1-bridge-{trainer._bridge_partner()}"
+    trainer._bridge_elsewhere = 1 in stages and BRIDGE not in trainer.frozen and bridge not in trainer.allowed
     try:
         trainer.run(stages)
     finally:
