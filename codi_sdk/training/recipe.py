@@ -75,7 +75,7 @@ class ToyWorldRecipe(BaseModel):
     )
     decoder_batch: dict[str, int] = {"audio": 16}
     decoder_lr: float = Field(1e-3, gt=0, description="peak learning rate of 2-decoder-<m> (cosine schedule to zero)")
-    unet_steps: dict[str, int] = {"text": 3600, "image": 1800, "video": 2600, "audio": 1000}
+    unet_steps: dict[str, int] = {"text": 3600, "image": 1800, "video": 2800, "audio": 1000}
     unet_batch: dict[str, int] = {"text": 128, "image": 64, "video": 8, "audio": 32}
     unet_lr: float = 1e-3
     p_uncond: float = 0.1
@@ -89,7 +89,7 @@ class ToyWorldRecipe(BaseModel):
         {"video": 0.5}, description="per modality: share of each batch whose timesteps come from where that weight is capped"
     )
     unet_refine_steps: dict[str, Annotated[int, Field(ge=0)]] = Field(
-        {"text": 1200, "image": 600, "video": 400, "audio": 600},
+        {"text": 1200, "image": 600, "video": 600, "audio": 600},
         description="per modality: steps of the plain ε-loss after the denoiser's main run (sub-stage "
         "2-refine-<m>: a fresh optimiser, by default a learning rate falling to zero). After video's "
         "high-noise-weighted run it trains the low-noise steps that draw edges and corners, which the "
