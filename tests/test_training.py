@@ -672,7 +672,7 @@ def test_lanes_split_stage_2_and_keep_joint_stages_in_order(tmp_path):
 
 
 _ORPHAN_PARENT = """
-import multiprocessing as mp, os, sys, threading, time
+import multiprocessing as mp, os, threading, time
 from codi_sdk.training.stages import _exit_with_parent
 
 def lane(parent):

@@ -257,8 +257,7 @@ class ToyWorldTrainer:
         frozen text encoder on (text, m) pairs only."""
         dev = self.accelerator.device
         r = self.recipe
-        first = self._bridge_partner()
-        name = f"1-bridge-{first}"
+        first, name = self._bridge_partner(), self._bridge_stage()
         if BRIDGE in self.frozen:
             first = BRIDGE  # the bridge is already aligned: align every other encoder to it
         elif self._skip(name):
@@ -317,6 +316,10 @@ class ToyWorldTrainer:
         when installed, else the first other one."""
         return "image" if "image" in self.modalities else next(m for m in self.modalities if m != BRIDGE)
 
+    def _bridge_stage(self) -> str:
+        """The bridge's sub-stage name, ``1-bridge-<partner>``."""
+        return f"1-bridge-{self._bridge_partner()}"
+
     def unnamed_pairs(self, m: str, stage: int = 2) -> Pairs | None:
         """``m``'s pairs in colours without a name (recipe ``unnamed_colors`` for stage 1,
         ``unnamed_colors_vae`` for the VAE and decoder sub-stages, ``unnamed_colors_unet`` for the
@@ -374,7 +377,7 @@ class ToyWorldTrainer:
         if key not in self._memo:
             if self._bridge_encoder is None:
                 if self._bridge_elsewhere:
-                    self._await([f"1-bridge-{self._bridge_partner()}"])  # another lane may still be training it
+                    self._await([self._bridge_stage()])  # another lane may still be training it
                 self._bridge_encoder = self.encoder(BRIDGE).eval()
             enc = self._bridge_encoder
             self._memo[key] = torch.cat([enc(captions[i : i + batch]).tokens for i in range(0, len(captions), batch)])
@@ -609,7 +612,7 @@ class ToyWorldTrainer:
         if 1 in stages:
             main |= {f"1-align-{m}" for m in self.modalities if m != BRIDGE}
             if BRIDGE not in self.frozen:
-                main.add(f"1-bridge-{self._bridge_partner()}")
+                main.add(self._bridge_stage())
         main |= set().union(*(stage2(m) for m in self.modalities if m not in side))
         if 3 in stages:
             last = self.modalities.index(side[-1])
@@ -677,8 +680,7 @@ def _run_lane(out: str, recipe: dict, modalities: list[str], allowed: list[str],
     marks = Path(out) / "lanes"
     trainer._peers = [marks / f"{k}.done" for k in range(lanes) if k != lane]
     trainer._all_threads = all_threads
-    bridge = f"1-bridge-{trainer._bridge_partner()}"
-    trainer._bridge_elsewhere = 1 in stages and BRIDGE not in trainer.frozen and bridge not in trainer.allowed
+    trainer._bridge_elsewhere = 1 in stages and BRIDGE not in trainer.frozen and trainer._bridge_stage() not in trainer.allowed
     try:
         trainer.run(stages)
     finally:
