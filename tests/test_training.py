@@ -405,6 +405,42 @@ def test_denoiser_batches_mix_in_unnamed_colours_with_their_own_captions_when_as
         assert all(torch.isclose(c, ctx_named, atol=1e-5).flatten(1).all(1).any() for c in ctx[:2])
 
 
+def test_context_noise_perturbs_only_that_modality_s_denoiser_contexts_and_keeps_them_unit(tmp_path, monkeypatch):
+    from codi_sdk.training import stages
+    from codi_sdk.training.recipe import ToyWorldRecipe
+
+    seen = []
+
+    class SpyDiffusion(stages.DiffusionLoss):
+        def forward(self, latents, contexts):
+            seen.append((self.diffuser.modality, contexts.clone()))
+            return super().forward(latents, contexts)
+
+    monkeypatch.setattr(stages, "DiffusionLoss", SpyDiffusion)
+    recipe = ToyWorldRecipe(**{**TINY, "unet_batch": {"text": 8, "audio": 4}}, context_noise={"text": 0.1})
+    trainer = stages.ToyWorldTrainer(tmp_path / "run", recipe, modalities=["text", "audio"], progress=False)
+    trainer.run(stages=(1, 2))
+    clean = {m: torch.cat([trainer._contexts(trainer.pairs(m).captions), trainer._contexts(trainer.pairs(m).partial)])[:, 0]
+             for m in ("text", "audio")}
+    assert {m for m, _ in seen} == {"text", "audio"}
+    for m, ctx in seen:
+        ctx = ctx[:, 0]
+        assert torch.allclose(ctx.norm(dim=-1), torch.ones(len(ctx)), atol=1e-5)
+        nearest = (ctx @ clean[m].T).max(-1).values  # cosine with the closest clean caption context
+        if m == "audio":
+            assert torch.allclose(nearest, torch.ones_like(nearest), atol=1e-5)  # untouched
+        else:  # 64 coordinates of sigma 0.1: a noise of norm ~0.8, so cosine ~0.8, never a clean context
+            assert nearest.max() < 0.99 and nearest.min() > 0.4
+
+
+def test_recipe_refuses_a_negative_context_noise():
+    from codi_sdk.training.recipe import ToyWorldRecipe
+
+    assert ToyWorldRecipe().context_noise == {}
+    with pytest.raises(ValueError, match="context_noise"):
+        ToyWorldRecipe(context_noise={"text": -0.1})
+
+
 def test_recipe_diffuser_options_reach_the_plugin_and_unknown_ones_are_refused(tmp_path):
     from codi_sdk.training.recipe import ToyWorldRecipe
     from codi_sdk.training.stages import ToyWorldTrainer
@@ -729,6 +765,22 @@ def test_bad_stage_is_refused():
     assert res.exit_code == 2 and "accepted: all, 1, 2, 3" in res.output
     res = CliRunner().invoke(app, ["train", "toyworld", "--out", "x", "--jobs", "3"])
     assert res.exit_code == 2 and "accepted: 1 or 2" in res.output
+
+
+def test_a_bad_recipe_file_is_refused_by_name_before_anything_is_written(tmp_path):
+    from typer.testing import CliRunner
+
+    from codi_sdk.cli import app
+
+    out = tmp_path / "run"
+    cases = {"typo.json": ('{"unet_step": {"text": 10}}', "unet_step"), "list.json": ("[1, 2]", "holds a JSON list"),
+             "broken.json": ('{"seed": ', "Expecting value"), "bad.json": ('{"context_noise": {"text": -1}}', "context_noise")}
+    for name, (text, named) in cases.items():
+        (tmp_path / name).write_text(text)
+        res = CliRunner().invoke(app, ["train", "toyworld", "--out", str(out), "--recipe", str(tmp_path / name)])
+        assert res.exit_code == 2, res.output
+        assert named in res.output and "accepted" in res.output and name in res.output
+    assert not out.exists()
 
 
 def test_video_alignment_can_start_from_the_image_encoder_and_keep_its_frames_fixed(tmp_path):

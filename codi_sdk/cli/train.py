@@ -28,6 +28,8 @@ def toyworld(
     jobs: int = typer.Option(1, "--jobs", "-j", help="1, or 2: train in two processes (the recipe's side_lane beside the rest); faster on 2+ cores."),
 ) -> None:
     """Train every installed modality on ToyWorld (resumable: rerun the same command to continue)."""
+    from pydantic import ValidationError
+
     from ..training.card import write_card
     from ..training.ship import ship as ship_weights
     from ..training.recipe import ToyWorldRecipe
@@ -42,7 +44,14 @@ def toyworld(
         if not stages <= {1, 2, 3}:
             typer.echo(f"error: --stage {stage!r}; accepted: all, 1, 2, 3 or a comma list", err=True)
             raise typer.Exit(2)
-    fields = json.loads(recipe.read_text()) if recipe else {}
+    try:
+        fields = json.loads(recipe.read_text()) if recipe else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        typer.echo(f"error: --recipe {recipe}: {exc}; accepted: a JSON object of ToyWorldRecipe fields", err=True)
+        raise typer.Exit(2)
+    if not isinstance(fields, dict):
+        typer.echo(f"error: --recipe {recipe} holds a JSON {type(fields).__name__}; accepted: a JSON object of ToyWorldRecipe fields", err=True)
+        raise typer.Exit(2)
     fields.update(scale=scale, seed=seed)
     chosen = [m for m in modalities.split(",") if m]
     if base is not None and not chosen:
@@ -58,7 +67,13 @@ def toyworld(
     if jobs not in (1, 2):
         typer.echo(f"error: --jobs {jobs}; accepted: 1 or 2", err=True)
         raise typer.Exit(2)
-    trainer = ToyWorldTrainer(out, ToyWorldRecipe(**fields), modalities=everything or chosen or None)
+    try:
+        checked = ToyWorldRecipe(**fields)
+    except ValidationError as exc:
+        where = f"--recipe {recipe}" if recipe else "the recipe"
+        typer.echo(f"error: {where}: {exc}\naccepted fields: {', '.join(ToyWorldRecipe.model_fields)}", err=True)
+        raise typer.Exit(2)
+    trainer = ToyWorldTrainer(out, checked, modalities=everything or chosen or None)
     if base is not None:
         trainer.adopt_base(base, [m for m in trainer.modalities if m not in chosen])
     state = trainer.run_parallel(sorted(stages), jobs)  # jobs 1: trainer.run

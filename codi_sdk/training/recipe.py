@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ToyWorldRecipe(BaseModel):
     """Hyper-parameters of ``codi train toyworld``; ``scale`` multiplies every step count."""
+
+    # a misspelt field in a recipe file is an error, not a silently ignored setting
+    model_config = ConfigDict(extra="forbid")
 
     seed: int = 0
     scale: float = Field(1.0, gt=0, description="multiplies every step count (tests use tiny values)")
@@ -80,6 +83,12 @@ class ToyWorldRecipe(BaseModel):
     unet_lr: float = 1e-3
     p_uncond: float = 0.1
     p_partial: float = 0.3
+    context_noise: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        {}, description="per modality: standard deviation of Gaussian noise added to each coordinate of the "
+        "denoiser's conditioning context in its sub-stages (2-unet-<m>, 2-refine-<m>), which is then put back on "
+        "the unit sphere (CapDec, Nukrai et al. 2022): the denoiser, trained on text embeddings only, learns to "
+        "decode the nearby embeddings that the other modalities' encoders give. Absent or 0: none",
+    )
     unet_high_noise_weight: dict[str, Annotated[float, Field(ge=1)]] = Field(
         {"video": 20.0},
         description="per modality: weight the ε-loss by max(1, min(1/SNR(t), w)) — the x0 error at high "

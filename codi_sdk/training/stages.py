@@ -184,7 +184,7 @@ class ToyWorldTrainer:
                 self._mark(name, {}, 0.0)
             self.frozen.add(m)
         if BRIDGE in self.frozen:
-            self._mark("1-bridge-image", {}, 0.0)
+            self._mark(self._bridge_stage(), {}, 0.0)
         self._forget()
 
     def _forget(self) -> None:
@@ -466,6 +466,7 @@ class ToyWorldTrainer:
         d.joint.requires_grad_(False)
         bs = r.unet_batch.get(m, 32)
         unet_share = self._unnamed_share(m, "unet")
+        noise = r.context_noise.get(m, 0.0)
         # latents, full-caption and partial-caption contexts of each source of a batch
         sources = {id(p): (latents, contexts, partial)}
         unnamed = self.unnamed_pairs(m) if unet_share else None
@@ -479,6 +480,8 @@ class ToyWorldTrainer:
             g = torch.Generator().manual_seed(step)
             use_partial = (torch.rand(bs, generator=g) < r.p_partial)[:, None, None]
             ctx = torch.where(use_partial.to(part.device), part, full)
+            if noise:
+                ctx = nn.functional.normalize(ctx + noise * torch.randn(ctx.shape, generator=g).to(ctx), dim=-1)
             return {"latents": lat.to(dev), "contexts": ctx.to(dev)}
 
         if not self._skip(name_unet):

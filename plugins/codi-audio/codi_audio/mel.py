@@ -115,8 +115,11 @@ class MelSpectrogram(nn.Module, ConfigMixin):
 
     def log_mel_of_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
         """:meth:`log_mel` from a magnitude STFT ``[B, n_fft // 2 + 1, T]`` already computed."""
-        mel = torch.matmul(self.mel_basis.float(), magnitude)
-        return torch.log(torch.clamp(mel, min=self.config.log_floor)).transpose(1, 2)
+        return self._log(torch.matmul(self.mel_basis.float(), magnitude)).transpose(1, 2)
+
+    def _log(self, energies: torch.Tensor) -> torch.Tensor:
+        """Natural log, floored at the config's ``log_floor``."""
+        return torch.log(torch.clamp(energies, min=self.config.log_floor))
 
     def harmonic_log_spec(self, waveform: torch.Tensor) -> torch.Tensor:
         """Harmonic stack ``[B, H, T, n_mels]`` (config ``harmonics``): channel h is the log filterbank
@@ -125,8 +128,7 @@ class MelSpectrogram(nn.Module, ConfigMixin):
         if self.config.harmonics is None:
             raise ValueError("this front end has no harmonics (config harmonics=None)")
         mag = self.magnitude(waveform)  # [B, F, T]
-        spec = torch.einsum("hnf,bft->bhtn", self.harmonic_basis.float(), mag)
-        return torch.log(torch.clamp(spec, min=self.config.log_floor))
+        return self._log(torch.einsum("hnf,bft->bhtn", self.harmonic_basis.float(), mag))
 
     def normalize(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Log-mel -> the VAE's input range: ``(log_mel - shift) / scale``."""
