@@ -436,7 +436,7 @@ def test_context_noise_perturbs_only_that_modality_s_denoiser_contexts_and_keeps
 def test_recipe_refuses_a_negative_context_noise():
     from codi_sdk.training.recipe import ToyWorldRecipe
 
-    assert ToyWorldRecipe().context_noise == {}
+    assert ToyWorldRecipe().context_noise == {"text": 0.06}
     with pytest.raises(ValueError, match="context_noise"):
         ToyWorldRecipe(context_noise={"text": -0.1})
 

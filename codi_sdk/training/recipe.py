@@ -84,10 +84,11 @@ class ToyWorldRecipe(BaseModel):
     p_uncond: float = 0.1
     p_partial: float = 0.3
     context_noise: dict[str, Annotated[float, Field(ge=0)]] = Field(
-        {}, description="per modality: standard deviation of Gaussian noise added to each coordinate of the "
-        "denoiser's conditioning context in its sub-stages (2-unet-<m>, 2-refine-<m>), which is then put back on "
+        {"text": 0.06}, description="per modality: standard deviation of Gaussian noise added to each coordinate of "
+        "the denoiser's conditioning context in its sub-stages (2-unet-<m>, 2-refine-<m>), which is then put back on "
         "the unit sphere (CapDec, Nukrai et al. 2022): the denoiser, trained on text embeddings only, learns to "
-        "decode the nearby embeddings that the other modalities' encoders give. Absent or 0: none",
+        "decode the nearby embeddings that the other modalities' encoders give. Default {\"text\": 0.06}: held-out "
+        "image / video / audio -> text 86.0 / 88.3 / 76.9 -> 91.0 / 92.1 / 84.9 % (docs/training.md); absent or 0: none",
     )
     unet_high_noise_weight: dict[str, Annotated[float, Field(ge=1)]] = Field(
         {"video": 20.0},
