@@ -46,11 +46,10 @@ def toyworld(
             raise typer.Exit(2)
     try:
         fields = json.loads(recipe.read_text()) if recipe else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if not isinstance(fields, dict):
+            raise ValueError(f"it holds a JSON {type(fields).__name__}")
+    except (OSError, ValueError) as exc:  # ValueError: also bad JSON and undecodable bytes
         typer.echo(f"error: --recipe {recipe}: {exc}; accepted: a JSON object of ToyWorldRecipe fields", err=True)
-        raise typer.Exit(2)
-    if not isinstance(fields, dict):
-        typer.echo(f"error: --recipe {recipe} holds a JSON {type(fields).__name__}; accepted: a JSON object of ToyWorldRecipe fields", err=True)
         raise typer.Exit(2)
     fields.update(scale=scale, seed=seed)
     chosen = [m for m in modalities.split(",") if m]
