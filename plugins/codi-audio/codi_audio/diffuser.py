@@ -38,6 +38,7 @@ from typing import Any, Iterator
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
+from einops import rearrange
 from torch import nn
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
@@ -91,6 +92,29 @@ TOYWORLD_VOCODER = dict(
     resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
     normalize_before=False,
 )
+#: ``AudioDiffuser.toyworld(latent="log")``: a log-frequency front end with 12 filters per octave
+#: (centres 138.6 Hz-5.59 kHz, every semitone from C#3; the four ToyWorld pitches fall on filters
+#: 11, 15, 18 and 23), so that a change of pitch shifts a harmonic pattern along the frequency axis
+#: without changing it; the VAE reads 4 frames per row (``in_channels`` 4) and halves both axes,
+#: so the latent keeps 32 frequency rows (``[4, 13, 32]``); the UNet attends only at its inner level.
+TOYWORLD_LOG_MEL = dict(frequency_scale="log", f_min=130.8128, f_max=130.8128 * 2 ** (65 / 12), shift=-2.0, scale=3.0)
+TOYWORLD_LOG_VAE = dict(
+    TOYWORLD_VAE,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=["DownEncoderBlock2D"] * 2,
+    up_block_types=["UpDecoderBlock2D"] * 2,
+    block_out_channels=[32, 64],
+)
+TOYWORLD_LOG_UNET = dict(
+    TOYWORLD_UNET,
+    sample_size=[13, 32],
+    block_out_channels=[32, 64],
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+    norm_num_groups=16,
+)
+LATENTS = ("mel", "log")
 #: The learned mel inverse in front of Griffin-Lim (0.87 M parameters).
 TOYWORLD_MEL_INVERTER = dict(n_mels=64, n_freq=513, channels=256, kernel_size=5, layers=3, **TOYWORLD_MEL)
 #: (n_fft, hop) of the multi-resolution STFT loss of the vocoder.
@@ -128,9 +152,11 @@ class AudioDiffuser(Diffuser):
         self.env_dim = env_dim
         self._scheduler_config = dict(scheduler_config) if scheduler_config else None
 
-        if vae.config.in_channels != 1 or vae.config.out_channels != 1:
-            raise ValueError(f"the audio VAE must take and give 1-channel mel images, got in/out channels "
-                             f"{vae.config.in_channels}/{vae.config.out_channels}")
+        if vae.config.in_channels != vae.config.out_channels:
+            raise ValueError(f"the audio VAE must give back the channels it takes (one per frame of a row), got in/out "
+                             f"channels {vae.config.in_channels}/{vae.config.out_channels}")
+        #: Consecutive mel frames the VAE reads as the channels of one row (1 for AudioLDM's VAE).
+        self.time_fold = int(vae.config.in_channels)
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
         n_mels = self.mel.config.n_mels
         if n_mels % factor:
@@ -147,8 +173,9 @@ class AudioDiffuser(Diffuser):
 
         #: Mel frames of one sample (100), and that count padded to a multiple of the VAE factor.
         self.sample_frames = self.mel.num_frames(NUM_SAMPLES)
-        self.num_frames = math.ceil(self.sample_frames / factor) * factor
-        self.latent_shape = (vae.config.latent_channels, self.num_frames // factor, n_mels // factor)
+        rows = factor * self.time_fold
+        self.num_frames = math.ceil(self.sample_frames / rows) * rows
+        self.latent_shape = (vae.config.latent_channels, self.num_frames // rows, n_mels // factor)
         num_positions = self.latent_shape[1] * self.latent_shape[2]
 
         self.env_encoder = env_encoder if env_encoder is not None else EnvironmentEncoder(
@@ -169,14 +196,23 @@ class AudioDiffuser(Diffuser):
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def toyworld(cls) -> "AudioDiffuser":
-        """A new, untrained diffuser in the ToyWorld configuration."""
+    def toyworld(cls, latent: str = "mel") -> "AudioDiffuser":
+        """A new, untrained diffuser in the ToyWorld configuration.
+
+        ``latent="mel"``: AudioLDM's mel front end and an 8x-downsampling VAE (latent ``[4, 13, 8]``);
+        ``"log"``: a semitone-spaced log-frequency front end and a VAE that keeps 32 frequency rows
+        (latent ``[4, 13, 32]``; :data:`TOYWORLD_LOG_MEL`).
+        """
+        if latent not in LATENTS:
+            raise ValueError(f"unknown audio latent {latent!r}; accepted: {', '.join(LATENTS)}")
+        log = latent == "log"
+        mel = dict(TOYWORLD_LOG_MEL) if log else dict(TOYWORLD_MEL)
         return cls(
-            vae=AutoencoderKL(**TOYWORLD_VAE),
-            unet=UNet2DConditionModel(**TOYWORLD_UNET),
+            vae=AutoencoderKL(**(TOYWORLD_LOG_VAE if log else TOYWORLD_VAE)),
+            unet=UNet2DConditionModel(**(TOYWORLD_LOG_UNET if log else TOYWORLD_UNET)),
             vocoder=SpeechT5HifiGan(SpeechT5HifiGanConfig(**TOYWORLD_VOCODER)),
-            mel=MelSpectrogram(**TOYWORLD_MEL),
-            mel_inverter=MelInverter(**TOYWORLD_MEL_INVERTER),
+            mel=MelSpectrogram(**mel),
+            mel_inverter=MelInverter(**dict(TOYWORLD_MEL_INVERTER, shift=mel["shift"], scale=mel["scale"])),
         )
 
     @property
@@ -204,8 +240,17 @@ class AudioDiffuser(Diffuser):
 
     # -- latents --------------------------------------------------------------------------------
     def mel_image(self, batch: torch.Tensor) -> torch.Tensor:
-        """Waveforms ``[B, 16000]`` -> the VAE's normalised input ``[B, 1, num_frames, n_mels]``."""
-        return self.mel.image(batch.to(self.device, torch.float32), self.num_frames).to(self.dtype)
+        """Waveforms ``[B, 16000]`` -> the VAE's normalised input ``[B, time_fold, num_frames / time_fold, n_mels]``."""
+        return self.fold(self.mel.image(batch.to(self.device, torch.float32), self.num_frames)).to(self.dtype)
+
+    def fold(self, image: torch.Tensor) -> torch.Tensor:
+        """Mel image ``[B, 1, T, F]`` -> ``[B, k, T / k, F]``: channel j of row r is frame ``r * k + j``
+        (``k`` = :attr:`time_fold`)."""
+        return rearrange(image, "b c (t k) f -> b (c k) t f", k=self.time_fold)
+
+    def unfold(self, image: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`fold`."""
+        return rearrange(image, "b (c k) t f -> b c (t k) f", k=self.time_fold)
 
     def _scale(self, z: torch.Tensor) -> torch.Tensor:
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
@@ -227,7 +272,7 @@ class AudioDiffuser(Diffuser):
 
     def decode_mel(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> de-normalised log-mel ``[B, 100, n_mels]`` (padding frames dropped)."""
-        image = self.vae.decode(self._unscale(latents.to(self.device, self.dtype))).sample
+        image = self.unfold(self.vae.decode(self._unscale(latents.to(self.device, self.dtype))).sample)
         return self.mel.denormalize(image[:, 0, : self.sample_frames].float())
 
     def vocode(self, log_mel: torch.Tensor, vocoder: str | None = None) -> torch.Tensor:
@@ -302,7 +347,7 @@ class AudioDiffuser(Diffuser):
         """
         wave = batch.to(self.device, torch.float32)
         log_mel = self.mel.log_mel(wave)
-        x = self.mel.normalize(fit_frames(log_mel, self.num_frames, self.mel.silence))[:, None].to(self.dtype)
+        x = self.fold(self.mel.normalize(fit_frames(log_mel, self.num_frames, self.mel.silence))[:, None]).to(self.dtype)
         posterior = self.vae.encode(x).latent_dist
         recon = self.vae.decode(posterior.sample(generator)).sample
         rec = (recon.float() - x.float()).abs().mean()

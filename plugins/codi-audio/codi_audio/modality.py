@@ -213,8 +213,13 @@ class AudioModality(Modality):
 
         return AudioEncoder()
 
-    def init_diffuser(self):
-        """A new, untrained ToyWorld-size diffuser (VAE, denoiser, environment encoder, joint, vocoder)."""
+    def init_diffuser(self, latent: str = "mel"):
+        """A new, untrained ToyWorld-size diffuser (VAE, denoiser, environment encoder, joint, vocoder).
+
+        ``latent``: ``"mel"`` (AudioLDM's mel front end, latent ``[4, 13, 8]``) or ``"log"``
+        (semitone-spaced log-frequency front end, latent ``[4, 13, 32]``); see
+        :meth:`codi_audio.diffuser.AudioDiffuser.toyworld`.
+        """
         from .diffuser import AudioDiffuser
 
-        return AudioDiffuser.toyworld()
+        return AudioDiffuser.toyworld(latent=latent)

@@ -277,6 +277,47 @@ def test_toyworld_component_shapes(toy):
         toy.denoise(z, t, torch.randn(2, 1, 32))
 
 
+def test_log_latent_keeps_a_pitch_change_a_shift_along_32_frequency_rows(tmp_path):
+    torch.manual_seed(0)
+    log = AudioModality().init_diffuser(latent="log").eval()
+    assert log.time_fold == 4 and log.latent_shape == (4, 13, 32) and log.num_frames == 104
+    # a fold puts 4 consecutive frames in the channels of one row, and unfolds back exactly
+    image = torch.randn(2, 1, 104, 64)
+    folded = log.fold(image)
+    assert folded.shape == (2, 4, 26, 64) and torch.equal(folded[:, 3, 5], image[:, 0, 5 * 4 + 3])
+    assert torch.equal(log.unfold(folded), image)
+    # semitone filters: ToyWorld's red (C4) and yellow (C5) peak 12 filters apart, and a sawtooth's
+    # second harmonic sits 12 filters above its fundamental at either pitch
+    def peaks(f0):
+        k = np.arange(1, 8)
+        t = np.arange(16000) / 16000
+        wave = (np.sin(2 * np.pi * f0 * k[:, None] * t) / k[:, None]).sum(0) * 0.2
+        spec = log.mel.log_mel(torch.from_numpy(wave).float()[None])[0, 50]
+        f = int(spec.argmax())
+        return [f, f + 6 + int(spec[f + 6 : f + 17].argmax())]
+    red, yellow = peaks(261.63), peaks(523.25)
+    assert red == [11, 23] and yellow == [23, 35]
+    waves = torch.from_numpy(np.stack([sine(261.63), sine(392.0)]))
+    z = log.encode(waves)
+    assert z.shape == (2, 4, 13, 32) and log.decode_mel(z).shape == (2, 100, 64)
+    with torch.no_grad():
+        assert log.denoise(z, torch.tensor([5, 900]), torch.randn(2, 1, 64), torch.randn(2, 4, 64)).shape == z.shape
+    losses = log.vae_loss(waves, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(losses["loss"])
+    log.save_pretrained(tmp_path / "log")
+    loaded = AudioDiffuser.from_pretrained(tmp_path / "log")
+    assert loaded.time_fold == 4 and loaded.mel.config.frequency_scale == "log"
+    assert torch.equal(loaded.encode(waves), z)
+    with pytest.raises(ValueError, match="accepted: mel, log"):
+        AudioDiffuser.toyworld(latent="cqt")
+
+
+def test_a_vae_that_changes_its_channel_count_is_refused():
+    vae = AutoencoderKL(in_channels=2, out_channels=1, block_out_channels=[8], norm_num_groups=4, latent_channels=4)
+    with pytest.raises(ValueError, match="give back the channels it takes"):
+        AudioDiffuser(vae, UNet2DConditionModel(**TOYWORLD_UNET))
+
+
 def test_vae_loss_trains_vae_and_vocoder_but_not_the_denoiser(toy):
     toy.zero_grad(set_to_none=True)
     losses = toy.vae_loss(torch.from_numpy(np.stack([sine(329.63), sine(392.0)])), generator=torch.Generator().manual_seed(0))
