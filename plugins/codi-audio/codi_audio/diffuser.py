@@ -96,7 +96,7 @@ TOYWORLD_VOCODER = dict(
 #: (centres 138.6 Hz-5.59 kHz, every semitone from C#3; the four ToyWorld pitches fall on filters
 #: 11, 15, 18 and 23), so that a change of pitch shifts a harmonic pattern along the frequency axis
 #: without changing it; the VAE reads 4 frames per row (``in_channels`` 4) and halves both axes,
-#: so the latent keeps 32 frequency rows (``[4, 13, 32]``); the UNet attends only at its inner level.
+#: so the latent keeps 32 frequency rows (``[4, 13, 32]``); the UNet (blocks 64, 64) attends only at its inner level.
 TOYWORLD_LOG_MEL = dict(frequency_scale="log", f_min=130.8128, f_max=130.8128 * 2 ** (65 / 12), shift=-2.0, scale=3.0)
 TOYWORLD_LOG_VAE = dict(
     TOYWORLD_VAE,
@@ -109,10 +109,8 @@ TOYWORLD_LOG_VAE = dict(
 TOYWORLD_LOG_UNET = dict(
     TOYWORLD_UNET,
     sample_size=[13, 32],
-    block_out_channels=[32, 64],
     down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
     up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
-    norm_num_groups=16,
 )
 LATENTS = ("mel", "log")
 #: The learned mel inverse in front of Griffin-Lim (0.87 M parameters).
@@ -326,7 +324,9 @@ class AudioDiffuser(Diffuser):
         context = context.to(self.dtype)
         if self.conditioning == "class_labels":
             return self.unet(z_t, t, encoder_hidden_states=None, class_labels=context.mean(1), cross_attention_kwargs=kwargs).sample
-        return self.unet(z_t, t, encoder_hidden_states=context, cross_attention_kwargs=kwargs).sample
+        # a UNet with a "projection" class embedding also takes the pooled context in its time embedding
+        labels = context.mean(1) if self.unet.config.class_embed_type == "projection" else None
+        return self.unet(z_t, t, encoder_hidden_states=context, class_labels=labels, cross_attention_kwargs=kwargs).sample
 
     # -- training -------------------------------------------------------------------------------
     def vae_loss(

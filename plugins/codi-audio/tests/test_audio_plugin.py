@@ -312,6 +312,20 @@ def test_log_latent_keeps_a_pitch_change_a_shift_along_32_frequency_rows(tmp_pat
         AudioDiffuser.toyworld(latent="cqt")
 
 
+def test_a_unet_with_a_projection_class_embedding_also_gets_the_pooled_context():
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**dict(TOYWORLD_UNET, class_embed_type="projection", projection_class_embeddings_input_dim=64))
+    d = AudioDiffuser.toyworld()
+    d = AudioDiffuser(d.vae, unet, mel=d.mel).eval()
+    z, t = torch.randn(1, 4, 13, 8), torch.tensor([300])
+    a, b = torch.randn(1, 1, 64), torch.randn(1, 1, 64)
+    with torch.no_grad():
+        out = d.denoise(z, t, a)
+        unet.class_embedding.linear_1.weight.zero_()  # cut the time-embedding path: the output changes
+        assert out.shape == z.shape and not torch.allclose(d.denoise(z, t, a), out)
+        assert not torch.allclose(d.denoise(z, t, b), d.denoise(z, t, a))  # cross-attention still reads it
+
+
 def test_a_vae_that_changes_its_channel_count_is_refused():
     vae = AutoencoderKL(in_channels=2, out_channels=1, block_out_channels=[8], norm_num_groups=4, latent_channels=4)
     with pytest.raises(ValueError, match="give back the channels it takes"):
