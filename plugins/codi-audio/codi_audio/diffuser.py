@@ -8,13 +8,16 @@ when ``decode(..., vocoder="griffinlim")`` asks for it or a weights folder has n
 It starts from a linear magnitude: a learned :class:`~codi_audio.mel.MelInverter`'s
 (``mel_inverter/``, what the ToyWorld weights ship) or the mel filterbank's pseudo-inverse.
 
-Two sizes:
+Sizes:
 
 * ToyWorld (:meth:`AudioDiffuser.toyworld`): VAE blocks (16, 32, 64, 64) = 8x downsampling, so one
   second (100 mel frames, padded to 104) becomes a ``[4, 13, 8]`` latent (104 positions) — small
   enough to train on a CPU; UNet blocks (64, 64) with cross-attention to the ``[B, 1, 64]`` prompt
   context in the outer level; a ~0.85 M-parameter HiFi-GAN (upsampling 5*4*4*2 = 160 = hop),
   trained only with the recipe's ``vocoder`` flag, and a 0.87 M-parameter mel inverter.
+* ``AudioDiffuser.toyworld(latent="log")``, an option: a semitone-spaced log-frequency front end,
+  4 frames folded into the VAE's channels per row (:meth:`AudioDiffuser.fold`) and a 2x VAE, so the
+  latent ``[4, 13, 32]`` keeps 32 frequency rows; see :data:`TOYWORLD_LOG_MEL`.
 * A real AudioLDM diffusers folder (``vae/``, ``unet/``, ``vocoder/``) loads through
   :meth:`AudioDiffuser.from_pretrained`. AudioLDM's UNet takes its (CLAP) condition as
   ``class_labels`` (``class_embed_type="simple_projection"``) and has no prompt cross-attention;
@@ -169,7 +172,7 @@ class AudioDiffuser(Diffuser):
             raise ValueError(f"mel_inverter maps {mel_inverter.config.n_mels} mel bins to {mel_inverter.config.n_freq} frequencies; "
                              f"the front end has {n_mels} mel bins and {self.mel.config.n_fft // 2 + 1} frequencies")
 
-        #: Mel frames of one sample (100), and that count padded to a multiple of the VAE factor.
+        #: Mel frames of one sample (100), and that count padded to a multiple of the VAE factor times the fold.
         self.sample_frames = self.mel.num_frames(NUM_SAMPLES)
         rows = factor * self.time_fold
         self.num_frames = math.ceil(self.sample_frames / rows) * rows
