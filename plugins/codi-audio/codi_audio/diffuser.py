@@ -207,7 +207,7 @@ class AudioDiffuser(Diffuser):
         if latent not in LATENTS:
             raise ValueError(f"unknown audio latent {latent!r}; accepted: {', '.join(LATENTS)}")
         log = latent == "log"
-        mel = dict(TOYWORLD_LOG_MEL) if log else dict(TOYWORLD_MEL)
+        mel = TOYWORLD_LOG_MEL if log else TOYWORLD_MEL
         return cls(
             vae=AutoencoderKL(**(TOYWORLD_LOG_VAE if log else TOYWORLD_VAE)),
             unet=UNet2DConditionModel(**(TOYWORLD_LOG_UNET if log else TOYWORLD_UNET)),
