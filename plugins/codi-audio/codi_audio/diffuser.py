@@ -242,7 +242,11 @@ class AudioDiffuser(Diffuser):
     # -- latents --------------------------------------------------------------------------------
     def mel_image(self, batch: torch.Tensor) -> torch.Tensor:
         """Waveforms ``[B, 16000]`` -> the VAE's normalised input ``[B, time_fold, num_frames / time_fold, n_mels]``."""
-        return self.fold(self.mel.image(batch.to(self.device, torch.float32), self.num_frames)).to(self.dtype)
+        return self._vae_input(self.mel.log_mel(batch.to(self.device, torch.float32)))
+
+    def _vae_input(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``[B, T, n_mels]`` -> the VAE's input: padded to ``num_frames``, normalised, folded."""
+        return self.fold(self.mel.normalize(fit_frames(log_mel, self.num_frames, self.mel.silence))[:, None]).to(self.dtype)
 
     def fold(self, image: torch.Tensor) -> torch.Tensor:
         """Mel image ``[B, 1, T, F]`` -> ``[B, k, T / k, F]``: channel j of row r is frame ``r * k + j``
@@ -350,7 +354,7 @@ class AudioDiffuser(Diffuser):
         """
         wave = batch.to(self.device, torch.float32)
         log_mel = self.mel.log_mel(wave)
-        x = self.fold(self.mel.normalize(fit_frames(log_mel, self.num_frames, self.mel.silence))[:, None]).to(self.dtype)
+        x = self._vae_input(log_mel)
         posterior = self.vae.encode(x).latent_dist
         recon = self.vae.decode(posterior.sample(generator)).sample
         rec = (recon.float() - x.float()).abs().mean()
