@@ -162,8 +162,15 @@ class AudioDiffuser(Diffuser):
         n_mels = self.mel.config.n_mels
         if n_mels % factor:
             raise ValueError(f"{n_mels} mel bins are not divisible by the VAE's downsampling factor {factor}")
-        if unet.config.in_channels != vae.config.latent_channels:
-            raise ValueError(f"UNet in_channels {unet.config.in_channels} != VAE latent_channels {vae.config.latent_channels}")
+        latent_channels = vae.config.latent_channels
+        if unet.config.in_channels not in (latent_channels, latent_channels + 1) or unet.config.out_channels != latent_channels:
+            raise ValueError(
+                f"UNet in/out channels {unet.config.in_channels}/{unet.config.out_channels} do not fit the VAE's "
+                f"{latent_channels} latent channels: accepted in_channels {latent_channels}, or {latent_channels + 1} "
+                f"(a frequency-position channel), and out_channels {latent_channels}"
+            )
+        #: The UNet also reads a channel holding each latent row's frequency position (CoordConv).
+        self.frequency_position = unet.config.in_channels == latent_channels + 1
         if vocoder is not None and vocoder.config.model_in_dim != n_mels:
             raise ValueError(f"vocoder takes {vocoder.config.model_in_dim} mel bins, the front end makes {n_mels}")
         if vocoder is not None and vocoder.config.sampling_rate != self.mel.config.sampling_rate:
@@ -197,20 +204,26 @@ class AudioDiffuser(Diffuser):
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def toyworld(cls, latent: str = "mel") -> "AudioDiffuser":
+    def toyworld(cls, latent: str = "mel", frequency_position: bool = False) -> "AudioDiffuser":
         """A new, untrained diffuser in the ToyWorld configuration.
 
         ``latent="mel"``: AudioLDM's mel front end and an 8x-downsampling VAE (latent ``[4, 13, 8]``);
         ``"log"``: a semitone-spaced log-frequency front end and a VAE that keeps 32 frequency rows
-        (latent ``[4, 13, 32]``; :data:`TOYWORLD_LOG_MEL`).
+        (latent ``[4, 13, 32]``; :data:`TOYWORLD_LOG_MEL`). ``frequency_position``: the UNet also
+        reads, as one more input channel, each latent position's place on the frequency axis
+        (-1 lowest to 1 highest; CoordConv, Liu et al. 2018), so that its convolutions know which
+        pitch they are drawing.
         """
         if latent not in LATENTS:
             raise ValueError(f"unknown audio latent {latent!r}; accepted: {', '.join(LATENTS)}")
         log = latent == "log"
         mel = TOYWORLD_LOG_MEL if log else TOYWORLD_MEL
+        unet = dict(TOYWORLD_LOG_UNET if log else TOYWORLD_UNET)
+        if frequency_position:
+            unet["in_channels"] = unet["out_channels"] + 1
         return cls(
             vae=AutoencoderKL(**(TOYWORLD_LOG_VAE if log else TOYWORLD_VAE)),
-            unet=UNet2DConditionModel(**(TOYWORLD_LOG_UNET if log else TOYWORLD_UNET)),
+            unet=UNet2DConditionModel(**unet),
             vocoder=SpeechT5HifiGan(SpeechT5HifiGanConfig(**TOYWORLD_VOCODER)),
             mel=MelSpectrogram(**mel),
             mel_inverter=MelInverter(**dict(TOYWORLD_MEL_INVERTER, shift=mel["shift"], scale=mel["scale"])),
@@ -329,11 +342,19 @@ class AudioDiffuser(Diffuser):
             raise ValueError("joint attention is unavailable: this UNet has no cross-attention layer to attach it to")
         kwargs = {"env": env.to(self.dtype)} if env is not None else None
         context = context.to(self.dtype)
+        if self.frequency_position:
+            z_t = torch.cat([z_t, self._frequency_grid(z_t)], dim=1)
         if self.conditioning == "class_labels":
             return self.unet(z_t, t, encoder_hidden_states=None, class_labels=context.mean(1), cross_attention_kwargs=kwargs).sample
         # a UNet with a "projection" class embedding also takes the pooled context in its time embedding
         labels = context.mean(1) if self.unet.config.class_embed_type == "projection" else None
         return self.unet(z_t, t, encoder_hidden_states=context, class_labels=labels, cross_attention_kwargs=kwargs).sample
+
+    @staticmethod
+    def _frequency_grid(z: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, H, W]``: each latent position's place on the frequency axis (the last), -1 to 1."""
+        grid = torch.linspace(-1.0, 1.0, z.shape[-1], device=z.device, dtype=z.dtype)
+        return grid.expand(z.shape[0], 1, z.shape[-2], z.shape[-1])
 
     # -- training -------------------------------------------------------------------------------
     def vae_loss(

@@ -213,13 +213,14 @@ class AudioModality(Modality):
 
         return AudioEncoder()
 
-    def init_diffuser(self, latent: str = "mel"):
+    def init_diffuser(self, latent: str = "mel", frequency_position: bool = False):
         """A new, untrained ToyWorld-size diffuser (VAE, denoiser, environment encoder, joint, vocoder).
 
         ``latent``: ``"mel"`` (AudioLDM's mel front end, latent ``[4, 13, 8]``) or ``"log"``
         (semitone-spaced log-frequency front end, latent ``[4, 13, 32]``); see
-        :meth:`codi_audio.diffuser.AudioDiffuser.toyworld`.
+        :meth:`codi_audio.diffuser.AudioDiffuser.toyworld`. ``frequency_position``: the denoiser
+        also reads each latent position's place on the frequency axis as one more input channel.
         """
         from .diffuser import AudioDiffuser
 
-        return AudioDiffuser.toyworld(latent=latent)
+        return AudioDiffuser.toyworld(latent=latent, frequency_position=frequency_position)

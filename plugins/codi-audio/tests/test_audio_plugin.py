@@ -326,6 +326,28 @@ def test_a_unet_with_a_projection_class_embedding_also_gets_the_pooled_context()
         assert not torch.allclose(d.denoise(z, t, b), d.denoise(z, t, a))  # cross-attention still reads it
 
 
+def test_frequency_position_feeds_the_unet_each_rows_place_on_the_frequency_axis(tmp_path):
+    torch.manual_seed(0)
+    d = AudioModality().init_diffuser(frequency_position=True).eval()
+    assert d.frequency_position and d.unet.config.in_channels == 5 and d.latent_shape == (4, 13, 8)
+    z, t, ctx = torch.randn(2, 4, 13, 8), torch.tensor([5, 900]), torch.randn(2, 1, 64)
+    grid = d._frequency_grid(z)
+    assert grid.shape == (2, 1, 13, 8) and torch.equal(grid[1, 0, 7], torch.linspace(-1, 1, 8))
+    with torch.no_grad():
+        out = d.denoise(z, t, ctx)
+        assert out.shape == z.shape
+        d.unet.conv_in.weight[:, 4].zero_()  # cut the position channel: the output changes
+        assert not torch.allclose(d.denoise(z, t, ctx), out)
+    d.save_pretrained(tmp_path / "fp")
+    loaded = AudioDiffuser.from_pretrained(tmp_path / "fp")
+    assert loaded.frequency_position
+    with torch.no_grad():
+        assert torch.allclose(loaded.denoise(z, t, ctx), d.denoise(z, t, ctx), atol=1e-6)
+    assert not AudioModality().init_diffuser().frequency_position
+    with pytest.raises(ValueError, match="accepted in_channels 4, or 5"):
+        AudioDiffuser(d.vae, UNet2DConditionModel(**dict(TOYWORLD_UNET, in_channels=6)))
+
+
 def test_a_vae_that_changes_its_channel_count_is_refused():
     vae = AutoencoderKL(in_channels=2, out_channels=1, block_out_channels=[8], norm_num_groups=4, latent_channels=4)
     with pytest.raises(ValueError, match="give back the channels it takes"):
