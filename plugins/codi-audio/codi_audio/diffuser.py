@@ -18,6 +18,9 @@ Sizes:
 * ``AudioDiffuser.toyworld(latent="log")``, an option: a semitone-spaced log-frequency front end,
   4 frames folded into the VAE's channels per row (:meth:`AudioDiffuser.fold`) and a 2x VAE, so the
   latent ``[4, 13, 32]`` keeps 32 frequency rows; see :data:`TOYWORLD_LOG_MEL`.
+* ``frequency_position=True``, an option with either latent: the UNet takes one more input channel,
+  each latent position's place on the frequency axis (CoordConv); its config says so
+  (``in_channels`` = latent channels + 1).
 * A real AudioLDM diffusers folder (``vae/``, ``unet/``, ``vocoder/``) loads through
   :meth:`AudioDiffuser.from_pretrained`. AudioLDM's UNet takes its (CLAP) condition as
   ``class_labels`` (``class_embed_type="simple_projection"``) and has no prompt cross-attention;
