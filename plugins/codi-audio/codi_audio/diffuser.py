@@ -53,7 +53,7 @@ from codi_sdk.env_encoder import EnvironmentEncoder
 from codi_sdk.errors import WeightsNotFoundError
 from codi_sdk.joint_attention import add_joint_attention, load_joint_attention, save_joint_attention
 
-from .mel import MelInverter, MelSpectrogram, fit_frames, griffin_lim
+from .mel import MelInverter, MelSpectrogram, griffin_lim
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ class AudioDiffuser(Diffuser):
 
     def _vae_input(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Log-mel ``[B, T, n_mels]`` -> the VAE's input: padded to ``num_frames``, normalised, folded."""
-        return self.fold(self.mel.normalize(fit_frames(log_mel, self.num_frames, self.mel.silence))[:, None]).to(self.dtype)
+        return self.fold(self.mel.log_mel_image(log_mel, self.num_frames)).to(self.dtype)
 
     def fold(self, image: torch.Tensor) -> torch.Tensor:
         """Mel image ``[B, 1, T, F]`` -> ``[B, k, T / k, F]``: channel j of row r is frame ``r * k + j``

@@ -145,10 +145,13 @@ class MelSpectrogram(nn.Module, ConfigMixin):
 
     def image(self, waveform: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         """Normalised log-mel image ``[B, 1, num_frames, n_mels]``, padded with silence or cropped."""
-        lm = self.log_mel(waveform)
+        return self.log_mel_image(self.log_mel(waveform), num_frames)
+
+    def log_mel_image(self, log_mel: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Log-mel ``[B, T, n_mels]`` -> the normalised image ``[B, 1, num_frames, n_mels]`` (padded with silence or cropped)."""
         if num_frames is not None:
-            lm = fit_frames(lm, num_frames, self.silence)
-        return self.normalize(lm)[:, None]
+            log_mel = fit_frames(log_mel, num_frames, self.silence)
+        return self.normalize(log_mel)[:, None]
 
     def mel_to_magnitude(self, log_mel: torch.Tensor, nnls_iters: int = 0) -> torch.Tensor:
         """Approximate linear magnitude ``[B, n_freq, T]`` from log-mel ``[B, T, n_mels]`` (for Griffin-Lim).
