@@ -172,8 +172,6 @@ class AudioDiffuser(Diffuser):
                 f"{latent_channels} latent channels: accepted in_channels {latent_channels}, or {latent_channels + 1} "
                 f"(a frequency-position channel), and out_channels {latent_channels}"
             )
-        #: The UNet also reads a channel holding each latent row's frequency position (CoordConv).
-        self.frequency_position = unet.config.in_channels == latent_channels + 1
         if vocoder is not None and vocoder.config.model_in_dim != n_mels:
             raise ValueError(f"vocoder takes {vocoder.config.model_in_dim} mel bins, the front end makes {n_mels}")
         if vocoder is not None and vocoder.config.sampling_rate != self.mel.config.sampling_rate:
@@ -236,6 +234,12 @@ class AudioDiffuser(Diffuser):
     def joint_available(self) -> bool:
         """Whether joint attention is installed (False for a UNet without cross-attention layers)."""
         return len(self.joint) > 0
+
+    @property
+    def frequency_position(self) -> bool:
+        """Whether the UNet also reads each latent row's place on the frequency axis (CoordConv): its
+        ``in_channels`` is the latent's channels + 1."""
+        return self.unet.config.in_channels == self.vae.config.latent_channels + 1
 
     @property
     def conditioning(self) -> str:
