@@ -216,7 +216,8 @@ class AudioDiffuser(Diffuser):
         pitch they are drawing.
         """
         if latent not in LATENTS:
-            raise ValueError(f"unknown audio latent {latent!r}; accepted: {', '.join(LATENTS)}")
+            raise ValueError(f"unknown audio latent {latent!r}; accepted: {', '.join(LATENTS)} "
+                             "(and 'harmonic' through AudioModality.init_diffuser)")
         log = latent == "log"
         mel = TOYWORLD_LOG_MEL if log else TOYWORLD_MEL
         unet = dict(TOYWORLD_LOG_UNET if log else TOYWORLD_UNET)

@@ -204,8 +204,12 @@ class AudioModality(Modality):
 
             return OfficialAudioDiffuser.from_official(official)
         from .diffuser import AudioDiffuser
+        from .harmonic import HarmonicAudioDiffuser
 
-        return AudioDiffuser.from_pretrained(self.resolve_weights(path))
+        folder = self.resolve_weights(path)
+        if HarmonicAudioDiffuser.is_folder(folder):
+            return HarmonicAudioDiffuser.from_pretrained(folder)
+        return AudioDiffuser.from_pretrained(folder)
 
     def init_encoder(self):
         """A new, untrained ToyWorld-size prompt encoder."""
@@ -216,11 +220,20 @@ class AudioModality(Modality):
     def init_diffuser(self, latent: str = "mel", frequency_position: bool = False):
         """A new, untrained ToyWorld-size diffuser (VAE, denoiser, environment encoder, joint, vocoder).
 
-        ``latent``: ``"mel"`` (AudioLDM's mel front end, latent ``[4, 13, 8]``) or ``"log"``
-        (semitone-spaced log-frequency front end, latent ``[4, 13, 32]``); see
-        :meth:`codi_audio.diffuser.AudioDiffuser.toyworld`. ``frequency_position``: the denoiser
-        also reads each latent position's place on the frequency axis as one more input channel.
+        ``latent``: ``"mel"`` (AudioLDM's mel front end, latent ``[4, 13, 8]``), ``"log"``
+        (semitone-spaced log-frequency front end, latent ``[4, 13, 32]``; see
+        :meth:`codi_audio.diffuser.AudioDiffuser.toyworld`) or ``"harmonic"`` (pitch, loudness and
+        harmonic amplitudes in separate channels, latent ``[12, 1, 32]``, for held harmonic notes;
+        :class:`codi_audio.harmonic.HarmonicAudioDiffuser`). ``frequency_position`` (spectrogram
+        latents only): the denoiser also reads each latent position's place on the frequency axis
+        as one more input channel.
         """
         from .diffuser import AudioDiffuser
 
+        if latent == "harmonic":
+            if frequency_position:
+                raise ValueError("frequency_position applies to the spectrogram latents ('mel', 'log'), not 'harmonic'")
+            from .harmonic import HarmonicAudioDiffuser
+
+            return HarmonicAudioDiffuser.toyworld()
         return AudioDiffuser.toyworld(latent=latent, frequency_position=frequency_position)
