@@ -455,6 +455,36 @@ def test_recipe_diffuser_options_reach_the_plugin_and_unknown_ones_are_refused(t
         trainer.new_diffuser("image")
 
 
+def test_the_harmonic_audio_latent_trains_without_a_vae_fit_or_a_decoder_sub_stage(tmp_path):
+    """Audio's harmonic latent: a codec without parameters in the VAE's place, so 2-vae-audio only sets
+    the latent scale, and the recipe's decoder steps (for the mel inverter) do not apply."""
+    from codi_audio.harmonic import HarmonicAudioDiffuser
+
+    from codi_sdk.composer import Composer
+    from codi_sdk.training.card import training_card
+    from codi_sdk.training.recipe import ToyWorldRecipe
+    from codi_sdk.training.stages import ToyWorldTrainer
+
+    options = {"text": {"encoder_pooling": "tokens"}, "audio": {"latent": "harmonic", "pitch_scale": 1.0}}
+    recipe = ToyWorldRecipe(**{**TINY, "diffuser_options": options})  # TINY asks 2 decoder steps of audio
+    run = tmp_path / "run"
+    trainer = ToyWorldTrainer(run, recipe, modalities=["text", "audio"], progress=False)
+    assert trainer.plan_lanes((1, 2, 3)) == [] or all("2-decoder-audio" not in lane for lane in trainer.plan_lanes((1, 2, 3)))
+    trainer.run(stages=(1, 2, 3))
+    done = json.loads((run / "state.json").read_text())["done"]
+    assert "2-decoder-audio" not in done
+    assert done["2-vae-audio"]["steps"] == 0 and done["2-vae-audio"]["final"] == {}
+    assert done["2-unet-audio"]["steps"] == 2 and "loss" in done["3-joint-audio"]["final"]
+    assert not (run / "audio" / "vae").exists() and (run / "audio" / "harmonic" / "harmonic_config.json").is_file()
+    d = trainer.diffuser("audio")
+    assert isinstance(d, HarmonicAudioDiffuser) and d.codec.config.pitch_scale == 1.0
+    assert d.latent_scale != 1.0  # set from the training latents' spread
+    assert "| 2-vae-audio | 0 |" in training_card("audio", run)
+    composer = Composer(weights={m: run / m for m in ("text", "audio")})
+    out = composer({"text": "a red circle"}, ["audio"], steps=2, seed=0, progress=False)
+    assert out["audio"][0].waveform.shape == (16000,)
+
+
 def test_recipe_rejects_an_unnamed_share_outside_zero_to_one():
     from pydantic import ValidationError
 

@@ -39,7 +39,9 @@ def training_card(modality: str, run: Path, eval_results: list[dict] | None = No
     ]
     for name, info in sorted(state["done"].items(), key=lambda item: item[0][:1]):  # by stage; in order within one
         if name.endswith(f"-{modality}") or (modality == "text" and name.startswith("1-bridge")):
-            losses = ", ".join(f"{k} {v:.4g}" for k, v in info["final"].items()) or "(adopted)"
+            # no losses: adopted from a base run (no steps recorded), or nothing to fit (0 steps: a warm start,
+            # or a codec without parameters in the VAE's place)
+            losses = ", ".join(f"{k} {v:.4g}" for k, v in info["final"].items()) or ("(adopted)" if "steps" not in info else "–")
             lines.append(f"| {name} | {info.get('steps', _steps_of(name, recipe))} | {info['seconds']} | {losses} |")
     lines += ["", "## Recipe", "", "```json", json.dumps(recipe, indent=2), "```"]
     for res in eval_results or []:

@@ -406,7 +406,9 @@ class ToyWorldTrainer:
         dev = self.accelerator.device
         name_vae, name_unet, name_refine, name_dec = f"2-vae-{m}", f"2-unet-{m}", f"2-refine-{m}", f"2-decoder-{m}"
         refine_steps = r.steps(r.unet_refine_steps, m, 0)
-        decoder_steps = r.steps(r.decoder_steps, m, 0)
+        # the recipe's decoder steps apply to a latent with decoder-side parts (audio's mel inverter);
+        # one without (audio's harmonic latent) has no 2-decoder sub-stage
+        decoder_steps = r.steps(r.decoder_steps, m, 0) if self._has_decoder_parts(m) else 0
         denoiser_done = self._skip(name_unet) and (not refine_steps or self._skip(name_refine))
         if denoiser_done and (not decoder_steps or self._skip(name_dec)):
             return
@@ -501,6 +503,14 @@ class ToyWorldTrainer:
                                r.unet_refine_lr, r.unet_refine_lr_schedule)
             self._save(d, self.out / m)
             self._mark(name_refine, *result)
+
+    def _has_decoder_parts(self, m: str) -> bool:
+        """Whether ``m``'s diffuser, as the recipe builds it, has decoder-side parts to train."""
+        key = ("has_decoder_parts", m)
+        if key not in self._memo:
+            with torch.random.fork_rng():  # building draws random numbers: keep the sub-stages' streams
+                self._memo[key] = bool(self.new_diffuser(m).decoder_parts())
+        return self._memo[key]
 
     def _train_decoder(self, d: Diffuser, m: str, p: Pairs, latents: torch.Tensor, steps: int) -> None:
         """Sub-stage ``2-decoder-<m>``: the diffuser's decoder-side parts (audio: the mel inverter),
@@ -610,7 +620,7 @@ class ToyWorldTrainer:
         if not side or 2 not in stages:
             return []
         r = self.recipe
-        stage2 = lambda m: {f"2-vae-{m}", *self._stage2_names(m)} | ({f"2-decoder-{m}"} if r.steps(r.decoder_steps, m, 0) else set())  # noqa: E731
+        stage2 = lambda m: {f"2-vae-{m}", *self._stage2_names(m)} | ({f"2-decoder-{m}"} if r.steps(r.decoder_steps, m, 0) and self._has_decoder_parts(m) else set())  # noqa: E731
         lane_side = set().union(*(stage2(m) for m in side))
         main: set[str] = set()
         if 1 in stages:

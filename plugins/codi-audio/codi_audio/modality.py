@@ -217,7 +217,7 @@ class AudioModality(Modality):
 
         return AudioEncoder()
 
-    def init_diffuser(self, latent: str = "mel", frequency_position: bool = False):
+    def init_diffuser(self, latent: str = "mel", frequency_position: bool = False, **harmonic: Any):
         """A new, untrained ToyWorld-size diffuser (VAE, denoiser, environment encoder, joint, vocoder).
 
         ``latent``: ``"mel"`` (AudioLDM's mel front end, latent ``[4, 13, 8]``), ``"log"``
@@ -226,7 +226,8 @@ class AudioModality(Modality):
         harmonic amplitudes in separate channels, latent ``[12, 1, 32]``, for held harmonic notes;
         :class:`codi_audio.harmonic.HarmonicAudioDiffuser`). ``frequency_position`` (spectrogram
         latents only): the denoiser also reads each latent position's place on the frequency axis
-        as one more input channel.
+        as one more input channel. ``harmonic`` (harmonic latent only): settings of its codec,
+        e.g. ``pitch_scale`` (:class:`codi_audio.harmonic.HarmonicCodec`).
         """
         from .diffuser import AudioDiffuser
 
@@ -235,5 +236,7 @@ class AudioModality(Modality):
                 raise ValueError("frequency_position applies to the spectrogram latents ('mel', 'log'), not 'harmonic'")
             from .harmonic import HarmonicAudioDiffuser
 
-            return HarmonicAudioDiffuser.toyworld()
+            return HarmonicAudioDiffuser.toyworld(**harmonic)
+        if harmonic:
+            raise ValueError(f"{', '.join(sorted(harmonic))} applies to the 'harmonic' latent only")
         return AudioDiffuser.toyworld(latent=latent, frequency_position=frequency_position)
