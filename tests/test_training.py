@@ -121,7 +121,7 @@ def test_recipe_rejects_an_auxiliary_share_outside_zero_to_one():
 
     from codi_sdk.training.recipe import ToyWorldRecipe
 
-    assert ToyWorldRecipe().auxiliary_colors == {"text": 0.25, "image": 0.25}  # the default: text and image only
+    assert ToyWorldRecipe().auxiliary_colors == {"text": 0.25, "image": 0.25, "audio": 0.25}  # the default: not video
     assert ToyWorldRecipe(auxiliary_colors=0.25).auxiliary_colors == 0.25 and ToyWorldRecipe(auxiliary_colors=0).auxiliary_colors == 0
     for bad in (-0.1, 1.0, {"image": 0.25, "video": 1.0}):
         with pytest.raises(ValidationError, match="auxiliary_colors"):
@@ -465,7 +465,7 @@ def test_the_harmonic_audio_latent_trains_without_a_vae_fit_or_a_decoder_sub_sta
     from codi_sdk.training.recipe import ToyWorldRecipe
     from codi_sdk.training.stages import ToyWorldTrainer
 
-    options = {"text": {"encoder_pooling": "tokens"}, "audio": {"latent": "harmonic", "pitch_scale": 1.0}}
+    options = {"text": {"encoder_pooling": "tokens"}, "audio": {"latent": "harmonic", "pitch_scale": 2.0}}
     recipe = ToyWorldRecipe(**{**TINY, "diffuser_options": options})  # TINY asks 2 decoder steps of audio
     run = tmp_path / "run"
     trainer = ToyWorldTrainer(run, recipe, modalities=["text", "audio"], progress=False)
@@ -477,7 +477,7 @@ def test_the_harmonic_audio_latent_trains_without_a_vae_fit_or_a_decoder_sub_sta
     assert done["2-unet-audio"]["steps"] == 2 and "loss" in done["3-joint-audio"]["final"]
     assert not (run / "audio" / "vae").exists() and (run / "audio" / "harmonic" / "harmonic_config.json").is_file()
     d = trainer.diffuser("audio")
-    assert isinstance(d, HarmonicAudioDiffuser) and d.codec.config.pitch_scale == 1.0
+    assert isinstance(d, HarmonicAudioDiffuser) and d.codec.config.pitch_scale == 2.0
     assert d.latent_scale != 1.0  # set from the training latents' spread
     assert "| 2-vae-audio | 0 |" in training_card("audio", run)
     composer = Composer(weights={m: run / m for m in ("text", "audio")})
@@ -536,6 +536,8 @@ def test_two_cpu_processes_keep_identical_parameters(tmp_path):
 
 
 TINY = {
+    # audio on the mel latent, so that these runs also train a VAE and the mel inverter (2-decoder-audio)
+    "diffuser_options": {"text": {"encoder_pooling": "tokens"}, "audio": {"latent": "mel"}},
     "n_pairs": {"text": 48, "image": 48, "audio": 24},
     "bridge_steps": 2, "align_steps": {"image": 2, "audio": 2}, "align_batch": 8,
     "vae_steps": {"text": 2, "image": 2, "audio": 2}, "vae_batch": {"text": 8, "image": 4, "audio": 2},

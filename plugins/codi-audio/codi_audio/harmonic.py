@@ -81,51 +81,30 @@ class HarmonicCodec(nn.Module, ConfigMixin):
         f_min: float = 100.0,
         f_max: float = 1000.0,
         f_ref: float = 370.0,
-        pitch_scale: float = 6.0,
+        pitch_scale: float = 1.0,
         max_frequency: float = 7500.0,
         loudness_shift: float = -2.75,
         loudness_scale: float = 1.0,
         scaling_factor: float = 1.0,
         seed: int = 0,
-        pitch_bins: int = 0,
-        pitch_width: float = 0.5,
     ):
         super().__init__()
         if num_samples % frames:
             raise ValueError(f"num_samples {num_samples} is not a multiple of frames {frames}")
         if harmonics < 1:
             raise ValueError(f"harmonics must be at least 1 (the fundamental), got {harmonics}")
-        if pitch_bins < 0 or pitch_bins == 1:
-            raise ValueError(f"pitch_bins must be 0 (one pitch channel) or at least 2, got {pitch_bins}")
-        #: Channels of pitch: one value, or one per semitone from f_min (a pitch-salience row).
-        self.pitch_channels = pitch_bins or 1
-        self.channels = self.pitch_channels + harmonics
+        #: pitch, loudness, and harmonics 2 ... ``harmonics``
+        self.channels = 1 + harmonics
 
     def _pitch_code(self, f0: torch.Tensor) -> torch.Tensor:
-        """``[B]`` Hz -> ``[B, pitch_channels]``: semitones from ``f_ref`` / ``pitch_scale``, or with
-        ``pitch_bins`` a Gaussian bump (σ ``pitch_width`` semitones) over one bin per semitone from
-        ``f_min``, mapped to [-1, 1]."""
+        """``[B]`` Hz -> ``[B, 1]``: semitones from ``f_ref`` / ``pitch_scale``."""
         c = self.config
-        if not c.pitch_bins:
-            return (12 * torch.log2(f0.clamp(min=1.0) / c.f_ref) / c.pitch_scale)[:, None]
-        semis = 12 * torch.log2(f0.clamp(min=1.0) / c.f_min)
-        bins = torch.arange(c.pitch_bins, dtype=f0.dtype, device=f0.device)
-        return 2 * torch.exp(-((bins[None] - semis[:, None]) ** 2) / (2 * c.pitch_width**2)) - 1
+        return (12 * torch.log2(f0.clamp(min=1.0) / c.f_ref) / c.pitch_scale)[:, None]
 
     def _pitch_decode(self, code: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`_pitch_code` (``[B, pitch_channels]`` -> Hz). Bins: the strongest bin,
-        refined by a parabola through the log-salience of it and its neighbours (exact for a Gaussian),
-        so a code with two bumps gives the pitch of the stronger one, never one between them."""
+        """Inverse of :meth:`_pitch_code` (``[B, 1]`` -> Hz)."""
         c = self.config
-        if not c.pitch_bins:
-            return c.f_ref * 2 ** (code[:, 0] * c.pitch_scale / 12)
-        sal = ((code + 1) / 2).clamp(min=1e-4)
-        j = sal.argmax(-1).clamp(1, c.pitch_bins - 2)
-        rows = torch.arange(len(j), device=code.device)
-        lo, mid, hi = (torch.log(sal[rows, j + o]) for o in (-1, 0, 1))
-        curve = lo - 2 * mid + hi
-        delta = torch.where(curve < 0, 0.5 * (lo - hi) / curve.clamp(max=-1e-6), torch.zeros_like(curve)).clamp(-0.5, 0.5)
-        return c.f_min * 2 ** ((j + delta) / 12)
+        return c.f_ref * 2 ** (code[:, 0] * c.pitch_scale / 12)
 
     # -- analysis -------------------------------------------------------------------------------
     def _spectrum(self, wave: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -190,9 +169,8 @@ class HarmonicCodec(nn.Module, ConfigMixin):
         frame = wave.reshape(wave.shape[0], c.frames, -1)
         rms = frame.pow(2).mean(-1).sqrt()
         loud = (torch.log(rms.clamp(min=1e-5)) - c.loudness_shift) / c.loudness_scale
-        n = self.pitch_channels
         per_clip = torch.cat([pitch, timbre], -1)[:, :, None].expand(-1, -1, c.frames)
-        params = torch.cat([per_clip[:, :n], loud[:, None], per_clip[:, n:]], 1)
+        params = torch.cat([per_clip[:, :1], loud[:, None], per_clip[:, 1:]], 1)
         return params[:, :, None]
 
     # -- synthesis ------------------------------------------------------------------------------
@@ -203,9 +181,8 @@ class HarmonicCodec(nn.Module, ConfigMixin):
         if params.ndim != 4 or params.shape[1] != self.channels:
             raise ValueError(f"expected parameters [B, {self.channels}, 1, frames], got shape {tuple(params.shape)}")
         params = params.float()[:, :, 0]
-        n = self.pitch_channels
-        f0 = self._pitch_decode(params[:, :n].mean(-1))
-        timbre = params[:, n + 1 :].mean(-1)
+        f0 = self._pitch_decode(params[:, :1].mean(-1))
+        timbre = params[:, 2:].mean(-1)
         ratios = torch.where(timbre > -0.9, 10 ** (timbre - 1.0), torch.zeros_like(timbre))
         amps = torch.cat([torch.ones_like(f0)[:, None], ratios], -1)  # [B, harmonics]
         k = torch.arange(1, c.harmonics + 1, dtype=amps.dtype, device=amps.device)
@@ -214,7 +191,7 @@ class HarmonicCodec(nn.Module, ConfigMixin):
         phase = (2 * math.pi * torch.rand(c.harmonics, generator=g)).to(amps.device)
         t = torch.arange(c.num_samples, dtype=amps.dtype, device=amps.device) / c.sample_rate
         tone = (amps[:, :, None] * torch.sin(2 * math.pi * k[None, :, None] * f0[:, None, None] * t + phase[None, :, None])).sum(1)
-        rms = torch.exp(params[:, n] * c.loudness_scale + c.loudness_shift)
+        rms = torch.exp(params[:, 1] * c.loudness_scale + c.loudness_shift)
         gain = rms / (amps.pow(2).sum(-1, keepdim=True) / 2).sqrt().clamp(min=1e-6)
         # frame gains at frame centres, linearly interpolated to every sample
         env = nn.functional.interpolate(gain[:, None], size=c.num_samples, mode="linear", align_corners=False)[:, 0]
@@ -251,9 +228,8 @@ class HarmonicAudioDiffuser(Diffuser):
 
     @classmethod
     def toyworld(cls, **codec_options: Any) -> "HarmonicAudioDiffuser":
-        """A new, untrained diffuser in the ToyWorld configuration: latent ``[12, 1, 32]`` (with
-        ``pitch_bins``, ``[pitch_bins + 11, 1, 32]``). ``codec_options``: :class:`HarmonicCodec`
-        settings, e.g. ``pitch_scale``."""
+        """A new, untrained diffuser in the ToyWorld configuration: latent ``[12, 1, 32]``.
+        ``codec_options``: :class:`HarmonicCodec` settings, e.g. ``pitch_scale``."""
         accepted = sorted(k for k in inspect.signature(HarmonicCodec.__init__).parameters if k not in ("self", "scaling_factor"))
         unknown = sorted(set(codec_options) - set(accepted))
         if unknown:

@@ -39,10 +39,10 @@ def test_codec_channels_hold_pitch_loudness_and_timbre_apart(sounds):
     codec = HarmonicCodec()
     params = codec.encode(waves)[:, :, 0]
     by = {(s.color, s.shape): p for s, p in zip(scenes, params)}
-    # pitch: red (C4) and yellow (C5) are 12 semitones apart = 2 units at pitch_scale 6, whatever the timbre
+    # pitch: red (C4) and yellow (C5) are 12 semitones apart = 12 units at pitch_scale 1, whatever the timbre
     for shape in ("circle", "square", "triangle"):
         gap = float(by["yellow", shape][0].mean() - by["red", shape][0].mean())
-        assert gap == pytest.approx(2.0, abs=0.05)
+        assert gap == pytest.approx(12.0, abs=0.3)
     # timbre: a sine has no harmonics (-1); a square only odd ones; a sawtooth every one; the same at every pitch
     for color in ("red", "green", "blue", "yellow"):
         circle, square, saw = (by[color, shape][2:, 0] for shape in ("circle", "square", "triangle"))
@@ -105,28 +105,10 @@ def test_harmonic_latent_refuses_what_it_does_not_take(tmp_path):
         HarmonicAudioDiffuser.from_pretrained(tmp_path)
 
 
-def test_pitch_bins_write_a_salience_row_and_decode_the_stronger_of_two_bumps(sounds):
-    scenes, waves = sounds
-    plain, binned = HarmonicCodec(), HarmonicCodec(pitch_bins=40)
-    assert binned.channels == 51
-    params = binned.encode(waves)
-    # the same pitch, timbre and loudness as the one-channel codec, and the probe reads the same sound
-    assert torch.allclose(binned.fundamental(binned.decode(params)), plain.fundamental(plain.decode(plain.encode(waves))))
-    for s, wave in zip(scenes, binned.decode(params)):
-        assert probe_audio(wave.numpy()) == {"color": s.color, "shape": s.shape, "motion": s.motion}, s
-    # red (C4) sits 16 semitones above f_min = 100 Hz (C4 = 100 * 2 ** (16.65 / 12)): its bump peaks at bin 17
-    red = [p for s, p in zip(scenes, params) if s.color == "red"][0]
-    assert int(red[:40, 0, 0].argmax()) == 17 and red[:40, 0, 0].max() > 0.5
-    # two bumps (a denoiser torn between red and green): the stronger one wins, nothing in between
-    f = torch.tensor([261.63, 329.63])
-    code = binned._pitch_code(f)
-    mixed = (0.7 * (code[0] + 1) + 0.3 * (code[1] + 1)) - 1
-    assert binned._pitch_decode(mixed[None])[0] == pytest.approx(261.63, rel=0.003)
-    assert torch.allclose(binned._pitch_decode(code), f, rtol=1e-3)
-    with pytest.raises(ValueError, match="pitch_bins must be 0"):
-        HarmonicCodec(pitch_bins=1)
-    with pytest.raises(ValueError, match="pitch_bins applies to the 'harmonic' latent only"):
-        AudioModality().init_diffuser(pitch_bins=40)
-    with pytest.raises(ValueError, match="unknown harmonic codec option.*pitch_bin; accepted: .*pitch_bins"):
-        AudioModality().init_diffuser(latent="harmonic", pitch_bin=40)
-    assert AudioModality().init_diffuser(latent="harmonic", pitch_bins=40).latent_shape == (51, 1, 32)
+def test_codec_options_reach_the_codec_and_unknown_ones_are_refused():
+    d = AudioModality().init_diffuser(latent="harmonic", pitch_scale=6.0, harmonics=7)
+    assert d.codec.config.pitch_scale == 6.0 and d.latent_shape == (8, 1, 32)
+    with pytest.raises(ValueError, match="pitch_scale applies to the 'harmonic' latent only"):
+        AudioModality().init_diffuser(pitch_scale=1.0)
+    with pytest.raises(ValueError, match="unknown harmonic codec option.*pitch_scal; accepted: .*pitch_scale"):
+        AudioModality().init_diffuser(latent="harmonic", pitch_scal=1.0)
