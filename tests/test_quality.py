@@ -96,9 +96,10 @@ def test_shipped_weights_keep_drawing_held_out_pairs(composer, task):
 
 # Joint coherence of image + audio from partial captions, with the joint sampler's defaults
 # (denoised environments, guided at environment_guidance 8; 50 steps). Measured on the shipped
-# weights: 88.7 / 93.2 / 89.6 % on 240 scenes (CUDA, seeds 2-4; session 17's joint layers: 90.8 / 87.3 /
-# 88.3 %, CPU); independent sampling 43.5 % (240 scenes; docs/evaluation.md). On the weights before them this sample (24 scenes, 22 open
-# attributes) read 86.4 % joint and 31.8 % independent.
+# weights (session 20's harmonic-latent audio diffuser and joint layers): 77.8 % on 240 scenes (CPU, seed 2),
+# independent sampling 25.1 %; with the mel-latent audio diffuser before it 90.8 / 87.3 / 88.3 % (seeds 2-4)
+# and 43.5 % independent (docs/evaluation.md). On the weights before session 11 this sample (24 scenes, 22
+# open attributes) read 86.4 % joint and 31.8 % independent.
 JOINT_N, JOINT_STEPS, JOINT_FLOOR, JOINT_MARGIN = 24, 50, 0.65, 0.15
 
 
