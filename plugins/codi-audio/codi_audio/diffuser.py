@@ -452,11 +452,7 @@ class AudioDiffuser(Diffuser):
             self.vocoder.save_pretrained(root / "vocoder")
         if self.mel_inverter is not None:
             self.mel_inverter.save_pretrained(root / "mel_inverter")
-        if self._scheduler_config and self._scheduler_config != DEFAULT_SCHEDULER_CONFIG:
-            from codi_sdk.io import atomic_write_text
-
-            (root / "scheduler").mkdir(parents=True, exist_ok=True)
-            atomic_write_text(root / "scheduler" / "scheduler_config.json", json.dumps(self._scheduler_config, indent=2))
+        save_scheduler_config(root, self._scheduler_config)
 
     @classmethod
     def from_pretrained(
@@ -503,15 +499,29 @@ class AudioDiffuser(Diffuser):
         if (root / "joint" / "config.json").is_file():
             joint = load_joint_attention(unet, root / "joint")
             env_dim = json.loads((root / "joint" / "config.json").read_text())["env_dim"]
-        scheduler_file = root / "scheduler" / "scheduler_config.json"
-        scheduler_config = None
-        if scheduler_file.is_file():
-            scheduler_config = {k: v for k, v in json.loads(scheduler_file.read_text()).items() if not k.startswith("_")}
+        scheduler_config = load_scheduler_config(root)
         model = cls(vae, unet, env_encoder, joint, vocoder, mel, env_dim=env_dim, scheduler_config=scheduler_config,
                     mel_inverter=mel_inverter)
         if torch_dtype is not None:
             model.to(torch_dtype)
         return model.eval()
+
+
+def save_scheduler_config(root: Path, config: dict[str, Any] | None) -> None:
+    """Write ``root/scheduler/scheduler_config.json`` when ``config`` is not the CoDi default."""
+    if config and config != DEFAULT_SCHEDULER_CONFIG:
+        from codi_sdk.io import atomic_write_text
+
+        (root / "scheduler").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(root / "scheduler" / "scheduler_config.json", json.dumps(config, indent=2))
+
+
+def load_scheduler_config(root: Path) -> dict[str, Any] | None:
+    """``root/scheduler/scheduler_config.json`` without diffusers' ``_`` keys, or None without one."""
+    path = root / "scheduler" / "scheduler_config.json"
+    if not path.is_file():
+        return None
+    return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
 
 
 @contextlib.contextmanager

@@ -44,20 +44,16 @@ from codi_sdk.env_encoder import EnvironmentEncoder
 from codi_sdk.errors import WeightsNotFoundError
 from codi_sdk.joint_attention import add_joint_attention, load_joint_attention, save_joint_attention
 
-from .diffuser import CONTEXT_DIM, ENV_DIM, NUM_SAMPLES, _base_processors
+from .diffuser import ENV_DIM, NUM_SAMPLES, TOYWORLD_UNET, _base_processors, load_scheduler_config, save_scheduler_config
 
-#: The ToyWorld denoiser on the harmonic latent ``[12, 1, 32]``: cross-attention at both levels.
+#: The ToyWorld denoiser on the harmonic latent ``[12, 1, 32]``: the mel one's, with cross-attention at both levels.
 TOYWORLD_HARMONIC_UNET = dict(
+    TOYWORLD_UNET,
     sample_size=[1, 32],
     in_channels=12,
     out_channels=12,
-    block_out_channels=[64, 64],
-    layers_per_block=1,
     down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
     up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    cross_attention_dim=CONTEXT_DIM,
-    attention_head_dim=8,
-    norm_num_groups=32,
 )
 
 
@@ -301,11 +297,7 @@ class HarmonicAudioDiffuser(Diffuser):
             self.unet.save_pretrained(root / "unet")
         self.env_encoder.save_pretrained(root / "env_encoder")
         save_joint_attention(self.joint, root / "joint", self.env_dim)
-        if self._scheduler_config and self._scheduler_config != DEFAULT_SCHEDULER_CONFIG:
-            from codi_sdk.io import atomic_write_text
-
-            (root / "scheduler").mkdir(parents=True, exist_ok=True)
-            atomic_write_text(root / "scheduler" / "scheduler_config.json", json.dumps(self._scheduler_config, indent=2))
+        save_scheduler_config(root, self._scheduler_config)
 
     @staticmethod
     def is_folder(path: str | os.PathLike) -> bool:
@@ -331,9 +323,6 @@ class HarmonicAudioDiffuser(Diffuser):
         if (root / "joint" / "config.json").is_file():
             joint = load_joint_attention(unet, root / "joint")
             env_dim = json.loads((root / "joint" / "config.json").read_text())["env_dim"]
-        scheduler_file = root / "scheduler" / "scheduler_config.json"
-        scheduler_config = None
-        if scheduler_file.is_file():
-            scheduler_config = {k: v for k, v in json.loads(scheduler_file.read_text()).items() if not k.startswith("_")}
+        scheduler_config = load_scheduler_config(root)
         model = cls(codec, unet, env_encoder, joint, env_dim=env_dim, scheduler_config=scheduler_config)
         return model.eval()
