@@ -123,8 +123,11 @@ class HarmonicCodec(nn.Module, ConfigMixin):
         """``[B]`` fundamentals (Hz): weighted harmonic summation on a 1/16-semitone log-frequency
         grid (where harmonic k of every pitch sits the same number of steps above it), refined to
         the strongest bin near the winner."""
+        return self._fundamental(*self._spectrum(wave))
+
+    def _fundamental(self, spec: torch.Tensor, df: float) -> torch.Tensor:
+        """:meth:`fundamental` from the clip's spectrum (:meth:`_spectrum`)."""
         c = self.config
-        spec, df = self._spectrum(wave)
         per_octave = 12 * 16
         freqs = torch.arange(spec.shape[-1], dtype=spec.dtype, device=spec.device) * df
         top = min(c.sample_rate / 2, c.f_max * 8)
@@ -151,8 +154,8 @@ class HarmonicCodec(nn.Module, ConfigMixin):
         if wave.ndim != 2 or wave.shape[-1] != c.num_samples:
             raise ValueError(f"expected waveforms [B, {c.num_samples}], got shape {tuple(wave.shape)}")
         wave = wave.float()
-        f0 = self.fundamental(wave)
         spec, df = self._spectrum(wave)
+        f0 = self._fundamental(spec, df)
         amps = []
         for k in range(1, c.harmonics + 1):
             centre = k * f0
