@@ -56,6 +56,40 @@ def test_codec_channels_hold_pitch_loudness_and_timbre_apart(sounds):
         assert (p[1, -3] > p[1, 2] + 1.0) if motion == "right" else (p[1, 2] > p[1, -3] + 1.0)
 
 
+def test_pitch_bins_round_trip_and_decode_a_blend_of_two_notes_to_the_stronger(sounds):
+    scenes, waves = sounds
+    codec = HarmonicCodec(pitch_step=1.0, f_min=200.0, f_max=700.0)
+    assert codec.pitch_channels == 22 and codec.channels == 33
+    params = codec.encode(waves)
+    assert params.shape == (len(scenes), 33, 1, 32)
+    # one bump per clip: its peak bin is the note's semitone above f_min, rounded
+    f0 = codec.fundamental(waves)
+    peak = params[:, :22, 0, 0].argmax(-1)
+    assert torch.equal(peak, (12 * torch.log2(f0 / 200.0)).round().long())
+    for s, wave in zip(scenes, codec.decode(params)):
+        assert probe_audio(wave.numpy()) == {"color": s.color, "shape": s.shape, "motion": s.motion}, s
+    # a denoiser unsure between green and blue predicts a blend; decoding picks a note, not the middle
+    green, blue = codec._pitch_code(torch.tensor([329.63, 392.0]))
+    for w, note in ((0.6, 329.63), (0.4, 392.0)):
+        hz = float(codec._pitch_decode((w * green + (1 - w) * blue)[None])[0])
+        assert abs(1200 * np.log2(hz / note)) < 15, (w, hz)
+    # the single pitch channel would land between the two notes
+    scalar = HarmonicCodec()
+    mid = float(scalar._pitch_decode(0.5 * (scalar._pitch_code(torch.tensor([329.63])) + scalar._pitch_code(torch.tensor([392.0]))))[0])
+    assert 340 < mid < 380
+
+
+def test_pitch_bin_options_are_checked():
+    with pytest.raises(ValueError, match="pitch_step must be 0 .* or a positive number of semitones"):
+        HarmonicCodec(pitch_step=-1.0)
+    with pytest.raises(ValueError, match="pitch_scale applies to the single pitch channel"):
+        HarmonicCodec(pitch_step=1.0, pitch_scale=2.0)
+    with pytest.raises(ValueError, match="expected 0 < f_min < f_ref < f_max"):
+        HarmonicCodec(f_min=400.0)
+    d = AudioModality().init_diffuser(latent="harmonic", pitch_step=2.0, f_min=200.0, f_max=700.0)
+    assert d.latent_shape == (11 + 11, 1, 32) and d.unet.config.in_channels == 22
+
+
 def test_codec_refuses_wrong_shapes():
     codec = HarmonicCodec()
     with pytest.raises(ValueError, match=r"expected waveforms \[B, 16000\]"):
