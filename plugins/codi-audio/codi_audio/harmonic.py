@@ -6,7 +6,7 @@ parameter image ``[C, 1, frames]`` and synthesises a waveform back from it, with
 * the pitch channels — the note's fundamental: with ``pitch_step=0``, one channel in semitones from
   ``f_ref`` divided by ``pitch_scale``; with ``pitch_step>0``, one channel per pitch bin (bins
   ``pitch_step`` semitones apart from ``f_min`` to ``f_max``) holding a Gaussian bump of width
-  ``0.6 * pitch_step`` around the fundamental, mapped from [0, 1] to [-1, 1];
+  ``0.6 * pitch_step`` around the fundamental (0 far from it, 1 at it);
 * then one channel of the log RMS loudness of each frame (``frames`` frames over the second);
 * then ``harmonics - 1`` channels — the amplitude of harmonics 2 ... ``harmonics`` relative to the
   fundamental, as ``log10`` mapped from [-2, 0] to [-1, 1] (below 1 %: -1, i.e. absent).
@@ -123,7 +123,7 @@ class HarmonicCodec(nn.Module, ConfigMixin):
             return (12 * torch.log2(f0.clamp(min=1.0) / c.f_ref) / c.pitch_scale)[:, None]
         semis = 12 * torch.log2(f0.clamp(min=1.0) / c.f_min)
         bump = torch.exp(-0.5 * ((semis[:, None] - self._bin_semitones(f0)[None]) / (0.6 * c.pitch_step)) ** 2)
-        return 2 * bump - 1
+        return bump
 
     def _pitch_decode(self, code: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`_pitch_code` (``[B, pitch_channels]`` -> Hz). Bins: the strongest bin,
@@ -131,7 +131,7 @@ class HarmonicCodec(nn.Module, ConfigMixin):
         c = self.config
         if not c.pitch_step:
             return c.f_ref * 2 ** (code[:, 0] * c.pitch_scale / 12)
-        height = ((code + 1) / 2).clamp(1e-4, 1.0)
+        height = code.clamp(1e-4, 1.0)
         i = height.argmax(-1)
         log_h = nn.functional.pad(height.log(), (1, 1), value=math.log(1e-4))
         rows = torch.arange(code.shape[0], device=code.device)
