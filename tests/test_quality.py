@@ -77,10 +77,11 @@ def test_shipped_weights_keep_their_attribute_accuracy(composer, task):
 # CPU; session 11's 76.9 %, session 11's first run 67.8 %) reads each scene twice: 86.1 %
 # on this sample, session 11's text denoiser 80.6 %. That gap is four attributes, too few to floor
 # between; the floor sits below both and catches a fall back towards the older encoders' levels.
-# text/image/video->audio (session 20's audio diffuser, on the harmonic latent: 86.4 / 87.7 / 80.6 % on
-# 240 held-out items, CPU; the mel-latent one before it 65.4 / 52.5 / 63.2 %) read 83.3 / 87.5 % on this
-# sample and video->audio, each scene twice, 79.2 %; the mel-latent diffuser 61.1 / 50.0 / 65.3 %. The
-# floors sit between, so a return to a diffuser that draws seen pairs fails.
+# text/image/video->audio (session 21's audio diffuser, on the harmonic latent with pitch bins: 97.6 / 89.8 /
+# 91.5 % on 240 held-out items, CPU; session 20's single pitch channel 86.4 / 87.7 / 80.6 %; the mel-latent
+# one before it 65.4 / 52.5 / 63.2 %). On this sample session 20's read 83.3 / 87.5 % and video->audio, each
+# scene twice, 79.2 %; the mel-latent diffuser 61.1 / 50.0 / 65.3 %. The floors sit between those two, so
+# a return to a diffuser that draws seen pairs fails.
 HELDOUT_FLOORS: dict[str, float] = {"text->image": 0.7, "text->video": 0.7, "image->text": 0.7, "image->video": 0.65,
                                     "video->text": 0.75, "video->image": 0.7, "audio->image": 0.8, "audio->text": 0.75,
                                     "text->audio": 0.72, "image->audio": 0.7, "video->audio": 0.72}
@@ -96,9 +97,10 @@ def test_shipped_weights_keep_drawing_held_out_pairs(composer, task):
 
 # Joint coherence of image + audio from partial captions, with the joint sampler's defaults
 # (denoised environments, guided at environment_guidance 8; 50 steps). Measured on the shipped
-# weights (session 20's harmonic-latent audio diffuser and joint layers): 77.8 % on 240 scenes (CPU, seed 2),
-# independent sampling 25.1 %; with the mel-latent audio diffuser before it 90.8 / 87.3 / 88.3 % (seeds 2-4)
-# and 43.5 % independent (docs/evaluation.md). On the weights before session 11 this sample (24 scenes, 22
+# weights (session 21's audio diffuser on pitch bins and its joint layers): 92.1 % on 240 scenes (CPU,
+# seed 2), independent sampling 34.7 %; session 20's single pitch channel 77.8 % (independent 25.1 %);
+# the mel-latent audio diffuser before it 90.8 / 87.3 / 88.3 % (seeds 2-4), 43.5 % independent
+# (docs/evaluation.md). On the weights before session 11 this sample (24 scenes, 22
 # open attributes) read 86.4 % joint and 31.8 % independent.
 JOINT_N, JOINT_STEPS, JOINT_FLOOR, JOINT_MARGIN = 24, 50, 0.65, 0.15
 

@@ -465,7 +465,8 @@ def test_the_harmonic_audio_latent_trains_without_a_vae_fit_or_a_decoder_sub_sta
     from codi_sdk.training.recipe import ToyWorldRecipe
     from codi_sdk.training.stages import ToyWorldTrainer
 
-    options = {"text": {"encoder_pooling": "tokens"}, "audio": {"latent": "harmonic", "pitch_scale": 2.0}}
+    options = ToyWorldRecipe().diffuser_options  # the default: harmonic audio with pitch bins
+    assert options["audio"]["latent"] == "harmonic" and options["audio"]["pitch_step"] == 2.0
     recipe = ToyWorldRecipe(**{**TINY, "diffuser_options": options})  # TINY asks 2 decoder steps of audio
     run = tmp_path / "run"
     trainer = ToyWorldTrainer(run, recipe, modalities=["text", "audio"], progress=False)
@@ -477,7 +478,7 @@ def test_the_harmonic_audio_latent_trains_without_a_vae_fit_or_a_decoder_sub_sta
     assert done["2-unet-audio"]["steps"] == 2 and "loss" in done["3-joint-audio"]["final"]
     assert not (run / "audio" / "vae").exists() and (run / "audio" / "harmonic" / "harmonic_config.json").is_file()
     d = trainer.diffuser("audio")
-    assert isinstance(d, HarmonicAudioDiffuser) and d.codec.config.pitch_scale == 2.0
+    assert isinstance(d, HarmonicAudioDiffuser) and d.codec.pitch_channels == 11 and d.latent_shape == (22, 1, 32)
     assert d.latent_scale != 1.0  # set from the training latents' spread
     assert "| 2-vae-audio | 0 |" in training_card("audio", run)
     composer = Composer(weights={m: run / m for m in ("text", "audio")})

@@ -49,11 +49,14 @@ class ToyWorldRecipe(BaseModel):
         "modality (absent: 0); default 0: none",
     )
     diffuser_options: dict[str, dict[str, Any]] = Field(
-        {"text": {"encoder_pooling": "tokens"}, "audio": {"latent": "harmonic"}},
+        {"text": {"encoder_pooling": "tokens"},
+         "audio": {"latent": "harmonic", "pitch_step": 2.0, "f_min": 200.0, "f_max": 700.0}},
         description="per modality: keyword options of its plugin's init_diffuser() for a new diffuser. Default: "
-        "{\"text\": {\"encoder_pooling\": \"tokens\"}, \"audio\": {\"latent\": \"harmonic\"}}: a latent token per "
-        "word for text, and for audio pitch, loudness and harmonics in channels of their own (no VAE or mel "
-        "inverter to train; docs/training.md); {\"audio\": {\"latent\": \"mel\"}} is AudioLDM's mel VAE",
+        "{\"text\": {\"encoder_pooling\": \"tokens\"}, \"audio\": {\"latent\": \"harmonic\", \"pitch_step\": 2.0, "
+        "\"f_min\": 200.0, \"f_max\": 700.0}}: a latent token per word for text, and for audio pitch, loudness and "
+        "harmonics in channels of their own (no VAE or mel inverter to train), the pitch as a bump over 11 bins "
+        "2 semitones apart, so that a note the prompt leaves open ends on a note, not between two (docs/training.md); "
+        "{\"audio\": {\"latent\": \"mel\"}} is AudioLDM's mel VAE",
     )
     # Stage 1: bridging alignment — text + first encoder together, then each encoder to frozen text.
     bridge_steps: int = 1000

@@ -55,7 +55,7 @@ from codi_sdk.joint_attention import add_joint_attention, load_joint_attention, 
 
 from .diffuser import ENV_DIM, NUM_SAMPLES, TOYWORLD_UNET, _base_processors, load_scheduler_config, save_scheduler_config
 
-#: The ToyWorld denoiser on the harmonic latent ``[12, 1, 32]``: the mel one's, with cross-attention at both levels.
+#: The ToyWorld denoiser on the harmonic latent (``[12, 1, 32]``; its channels follow the codec): the mel one's, with cross-attention at both levels.
 TOYWORLD_HARMONIC_UNET = dict(
     TOYWORLD_UNET,
     sample_size=[1, 32],
@@ -122,8 +122,7 @@ class HarmonicCodec(nn.Module, ConfigMixin):
         if not c.pitch_step:
             return (12 * torch.log2(f0.clamp(min=1.0) / c.f_ref) / c.pitch_scale)[:, None]
         semis = 12 * torch.log2(f0.clamp(min=1.0) / c.f_min)
-        bump = torch.exp(-0.5 * ((semis[:, None] - self._bin_semitones(f0)[None]) / (0.6 * c.pitch_step)) ** 2)
-        return bump
+        return torch.exp(-0.5 * ((semis[:, None] - self._bin_semitones(f0)[None]) / (0.6 * c.pitch_step)) ** 2)
 
     def _pitch_decode(self, code: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`_pitch_code` (``[B, pitch_channels]`` -> Hz). Bins: the strongest bin,
@@ -268,8 +267,9 @@ class HarmonicAudioDiffuser(Diffuser):
 
     @classmethod
     def toyworld(cls, **codec_options: Any) -> "HarmonicAudioDiffuser":
-        """A new, untrained diffuser in the ToyWorld configuration: latent ``[12, 1, 32]``.
-        ``codec_options``: :class:`HarmonicCodec` settings, e.g. ``pitch_scale``."""
+        """A new, untrained diffuser in the ToyWorld configuration: latent ``[12, 1, 32]`` with the codec's
+        defaults; the ToyWorld recipe passes ``pitch_step=2.0, f_min=200.0, f_max=700.0`` (11 pitch bins,
+        ``[22, 1, 32]``). ``codec_options``: :class:`HarmonicCodec` settings, e.g. ``pitch_step``."""
         accepted = sorted(k for k in inspect.signature(HarmonicCodec.__init__).parameters if k not in ("self", "scaling_factor"))
         unknown = sorted(set(codec_options) - set(accepted))
         if unknown:
