@@ -223,7 +223,8 @@ class AudioModality(Modality):
         ``latent``: ``"mel"`` (AudioLDM's mel front end, latent ``[4, 13, 8]``), ``"log"``
         (semitone-spaced log-frequency front end, latent ``[4, 13, 32]``; see
         :meth:`codi_audio.diffuser.AudioDiffuser.toyworld`) or ``"harmonic"`` (pitch, loudness and
-        harmonic amplitudes in separate channels, latent ``[12, 1, 32]`` or, with pitch bins (``pitch_step``), more pitch channels, for held harmonic notes;
+        harmonic amplitudes in separate channels, latent ``[12, 1, 32]``, with pitch bins
+        (``pitch_step``) one channel per bin instead of one for the pitch; for held harmonic notes;
         :class:`codi_audio.harmonic.HarmonicAudioDiffuser`). ``frequency_position`` (spectrogram
         latents only): the denoiser also reads each latent position's place on the frequency axis
         as one more input channel. ``harmonic`` (harmonic latent only): settings of its codec,
